@@ -1,1 +1,7 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<ExitCode> {
+    switchboard::cli::Cli::parse().run()
+}

@@ -86,6 +86,9 @@ pub struct HealthReport {
     /// What sort of actor it is (`supervisor`, `connector`, `integration`, ...).
     pub kind: String,
     pub status: Status,
+    /// The running actor's id; it changes with every restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
     /// Restarts after a failure or an exit.
     pub restarts: u32,
     /// Restarts asked for explicitly (an operator, the admin endpoint), counted apart.
@@ -109,6 +112,7 @@ impl HealthReport {
             name: name.into(),
             kind: kind.into(),
             status,
+            actor_id: None,
             restarts: 0,
             manual_restarts: 0,
             last_error: None,
@@ -184,6 +188,7 @@ impl HealthReport {
             last_error: own.last_error.or(self.last_error),
             stale: own.stale || self.stale,
             name: self.name,
+            actor_id: self.actor_id,
             restarts: self.restarts,
             manual_restarts: self.manual_restarts,
             last_restart_at: self.last_restart_at,

@@ -39,6 +39,9 @@ pub type StartFn =
 /// Asks a running child for its own report; `None` when it did not answer in time.
 pub type ProbeFn =
     Arc<dyn Fn(ActorCell, Duration) -> BoxFuture<'static, Option<HealthReport>> + Send + Sync>;
+/// Adds what only the owner of a supervisor knows to its report (availability, shared
+/// resources such as a provider-wide breaker).
+pub type Reporter = Arc<dyn Fn(&mut HealthReport) + Send + Sync>;
 /// Produces children when a supervisor starts (and restarts), e.g. from a database.
 pub type ChildLoader =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<ChildSpec>, ActorProcessingErr>> + Send + Sync>;
@@ -166,6 +169,7 @@ pub struct SupervisorSpec {
     /// Children started in this order, before any the loader gives.
     pub children: Vec<ChildSpec>,
     pub loader: Option<ChildLoader>,
+    pub reporter: Option<Reporter>,
     /// Where children are named; unnamed when `None`.
     pub registry: Option<Registry>,
 }
@@ -180,6 +184,7 @@ impl SupervisorSpec {
             backoff: Backoff::default(),
             children: Vec::new(),
             loader: None,
+            reporter: None,
             registry: None,
         }
     }
@@ -218,6 +223,14 @@ impl SupervisorSpec {
         Fut: Future<Output = Result<Vec<ChildSpec>, ActorProcessingErr>> + Send + 'static,
     {
         self.loader = Some(Arc::new(move || loader().boxed()));
+        self
+    }
+
+    pub fn reporter(
+        mut self,
+        reporter: impl Fn(&mut HealthReport) + Send + Sync + 'static,
+    ) -> Self {
+        self.reporter = Some(Arc::new(reporter));
         self
     }
 
@@ -316,6 +329,7 @@ impl Child {
         report.manual_restarts = self.manual_restarts;
         report.last_error = self.last_error.clone();
         report.last_restart_at = self.last_restart_at.map(Timestamp);
+        report.actor_id = self.cell.as_ref().map(|cell| cell.get_id().to_string());
         report
     }
 }
@@ -449,6 +463,9 @@ impl SupervisorState {
             "max_restarts".into(),
             self.spec.intensity.max_restarts.into(),
         );
+        if let Some(reporter) = &self.spec.reporter {
+            reporter(&mut report);
+        }
         let children = self
             .order
             .values()

@@ -1,0 +1,146 @@
+//! Starting the daemon (actor tree, then listeners) and stopping it gracefully
+//! (listeners stop accepting and drain, then actors stop in reverse order).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::http::{admin, api};
+use crate::shutdown::Shutdown;
+use crate::tree::{ActorTree, TreeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the root supervisor stopped unexpectedly: restart intensity exhausted")]
+    RootStopped,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    tree: Arc<ActorTree>,
+    shutdown: Shutdown,
+    /// The two HTTP servers; each ends once `shutdown` fires and its requests drain.
+    servers: Vec<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl Daemon {
+    /// Builds the actor tree and binds both listeners; serving stops when `shutdown` fires.
+    pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Daemon, DaemonError> {
+        let tree = Arc::new(ActorTree::start(config).await?);
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind { what, addr, source })
+        };
+        let listeners = async {
+            let admin = bind("admin", config.admin.listen).await?;
+            let api = bind("api", config.server.listen).await?;
+            Ok::<_, DaemonError>((admin, api))
+        };
+        let (admin_listener, api_listener) = match listeners.await {
+            Ok(listeners) => listeners,
+            Err(error) => {
+                tree.stop(config.server.shutdown_timeout).await;
+                return Err(error);
+            }
+        };
+        let admin_addr = local_addr(&admin_listener, config.admin.listen);
+        let api_addr = local_addr(&api_listener, config.server.listen);
+
+        let admin_router = admin::router(Arc::new(admin::AdminState {
+            tree: Arc::clone(&tree),
+            token: config.admin.token.clone(),
+        }));
+        let servers = vec![
+            serve(admin_listener, admin_router, shutdown.clone()),
+            serve(api_listener, api::router(), shutdown.clone()),
+        ];
+        info!(addr = %admin_addr, authenticated = config.admin.token.is_some(), "admin endpoint listening");
+        info!(addr = %api_addr, "api listening");
+        Ok(Daemon {
+            api_addr,
+            admin_addr,
+            tree,
+            shutdown,
+            servers,
+            shutdown_timeout: config.server.shutdown_timeout,
+        })
+    }
+
+    pub fn tree(&self) -> &ActorTree {
+        &self.tree
+    }
+
+    /// Runs until shutdown is triggered (or the root supervisor gives up), then stops
+    /// gracefully within the configured timeout.
+    pub async fn run_until_shutdown(self) -> Result<(), DaemonError> {
+        let root_gave_up = tokio::select! {
+            _ = self.shutdown.wait() => false,
+            _ = self.tree.stopped() => true,
+        };
+        if root_gave_up {
+            error!("root supervisor stopped: shutting down");
+            self.shutdown.trigger();
+        }
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        for server in self.servers {
+            if tokio::time::timeout_at(deadline, server).await.is_err() {
+                warn!("http server did not drain in time");
+            }
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !root_gave_up
+            && !self
+                .tree
+                .stop(remaining.max(Duration::from_millis(100)))
+                .await
+        {
+            warn!("actors did not all stop in time");
+        }
+        info!("stopped");
+        if root_gave_up {
+            Err(DaemonError::RootStopped)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
+}
+
+fn serve(listener: TcpListener, router: axum::Router, shutdown: Shutdown) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(error) = served {
+            error!(error = %error, "http server failed");
+        }
+    })
+}
+
+/// Runs the daemon until `shutdown` fires.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), DaemonError> {
+    Daemon::start(&config, shutdown)
+        .await?
+        .run_until_shutdown()
+        .await
+}

@@ -1,0 +1,162 @@
+//! The admin endpoint: liveness and readiness, the actor health tree, restarts of one
+//! connector or integration, and Prometheus metrics.
+//!
+//! `/healthz` and `/readyz` are open (probes carry no secrets); everything else asks
+//! for `Authorization: Bearer <admin.token>` when a token is configured.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use switchboard_actors::{HealthReport, Status};
+
+use super::{ApiError, metrics};
+use crate::secret::Secret;
+use crate::tree::{ActorTree, TreeError};
+
+pub struct AdminState {
+    pub tree: Arc<ActorTree>,
+    pub token: Option<Secret>,
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    let protected = Router::new()
+        .route("/admin/actors", get(actors))
+        .route("/admin/connectors/{name}", get(connector))
+        .route("/admin/connectors/{name}/restart", post(restart_connector))
+        .route(
+            "/admin/integrations/{id}/restart",
+            post(restart_integration),
+        )
+        .route("/metrics", get(prometheus))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if !presented.is_some_and(|candidate| token.matches(candidate)) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Ready when the root supervisor answers and no supervisor is failing or restarting.
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let tree = state.tree.health().await;
+    let root_ok = state.tree.is_running() && !tree.stale;
+    let unsettled: Vec<&str> = tree
+        .walk()
+        .into_iter()
+        .filter(|(_, node)| matches!(node.kind.as_str(), "supervisor" | "connector"))
+        .filter(|(_, node)| {
+            matches!(
+                node.status,
+                Status::Failed | Status::Backoff | Status::Restarting
+            )
+        })
+        .map(|(_, node)| node.name.as_str())
+        .collect();
+    let check = |ok: bool, detail: String| if ok { json!("ok") } else { json!(detail) };
+    let ready = root_ok && unsettled.is_empty();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "actor_tree": check(root_ok, "root supervisor is not answering".to_string()),
+            "supervisors": check(unsettled.is_empty(), format!("not running: {}", unsettled.join(", "))),
+        }
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn actors(State(state): State<Arc<AdminState>>) -> Json<HealthReport> {
+    Json(state.tree.health().await)
+}
+
+async fn connector(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<HealthReport>, ApiError> {
+    connector_node(&state, &name).await.map(Json)
+}
+
+async fn connector_node(state: &AdminState, name: &str) -> Result<HealthReport, ApiError> {
+    let tree = state.tree.health().await;
+    tree.find(&[&format!("connector:{name}")])
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no connector named '{name}' is configured")))
+}
+
+async fn restart_connector(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<HealthReport>, ApiError> {
+    state
+        .tree
+        .restart_connector(&name)
+        .await
+        .map_err(tree_error)?;
+    connector_node(&state, &name).await.map(Json)
+}
+
+async fn restart_integration(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<HealthReport>, ApiError> {
+    state
+        .tree
+        .restart_integration(&id)
+        .await
+        .map_err(tree_error)?;
+    let tree = state.tree.health().await;
+    tree.find_named(&format!("integration:{id}"))
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no integration '{id}' is running")))
+}
+
+async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
+    let text = metrics::render(&state.tree.health().await);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn tree_error(error: TreeError) -> ApiError {
+    match error {
+        TreeError::UnknownConnector(_) | TreeError::UnknownIntegration(_) => {
+            ApiError::not_found(error.to_string())
+        }
+        TreeError::Start(_) | TreeError::Unavailable => ApiError::unavailable(error.to_string()),
+    }
+}

@@ -1,0 +1,105 @@
+//! Prometheus metrics, rendered at scrape time from the live health tree: restarts and
+//! status per actor, breaker states, and build info.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use switchboard_actors::{BreakerState, HealthReport, Status};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The text exposition of `tree` (and build info).
+pub fn render(tree: &HealthReport) -> String {
+    let mut registry = Registry::with_prefix("switchboard");
+
+    let build_info = Family::<Labels, Gauge>::default();
+    build_info
+        .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+        .set(1);
+    registry.register("build_info", "Build information", build_info);
+
+    let restarts = Family::<Labels, Counter>::default();
+    let status = Family::<Labels, Gauge>::default();
+    let stale = Family::<Labels, Gauge>::default();
+    let breaker = Family::<Labels, Gauge>::default();
+    for (parent, node) in tree.walk() {
+        let actor = |extra: Option<(&'static str, String)>| {
+            let mut labels: Labels = vec![
+                ("actor", node.name.clone()),
+                ("kind", node.kind.clone()),
+                ("parent", parent.unwrap_or("").to_string()),
+            ];
+            labels.extend(extra);
+            labels
+        };
+        restarts
+            .get_or_create(&actor(Some(("cause", "failure".to_string()))))
+            .inc_by(u64::from(node.restarts));
+        restarts
+            .get_or_create(&actor(Some(("cause", "manual".to_string()))))
+            .inc_by(u64::from(node.manual_restarts));
+        for candidate in Status::ALL {
+            status
+                .get_or_create(&actor(Some(("status", candidate.as_str().to_string()))))
+                .set(i64::from(node.status == candidate));
+        }
+        stale.get_or_create(&actor(None)).set(i64::from(node.stale));
+        if let Some(snapshot) = &node.breaker {
+            for candidate in [
+                BreakerState::Closed,
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+            ] {
+                breaker
+                    .get_or_create(&actor(Some(("state", candidate.as_str().to_string()))))
+                    .set(i64::from(snapshot.state == candidate));
+            }
+        }
+    }
+    registry.register(
+        "actor_restarts",
+        "Restarts per actor, after failures or asked for explicitly",
+        restarts,
+    );
+    registry.register("actor_status", "1 for the actor's current status", status);
+    registry.register(
+        "actor_report_stale",
+        "1 when the actor did not answer its last health query in time",
+        stale,
+    );
+    registry.register(
+        "breaker_state",
+        "1 for the circuit breaker's current state",
+        breaker,
+    );
+
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_status_restarts_and_build_info() {
+        let mut root = HealthReport::new("root", "supervisor", Status::Running);
+        let mut slack = HealthReport::new("connector:slack", "connector", Status::Backoff);
+        slack.restarts = 3;
+        slack.manual_restarts = 1;
+        root.children.push(slack);
+        let text = render(&root);
+        assert!(text.contains("switchboard_build_info{version=\""), "{text}");
+        assert!(text.contains(
+            "switchboard_actor_restarts_total{actor=\"connector:slack\",kind=\"connector\",parent=\"root\",cause=\"failure\"} 3"
+        ), "{text}");
+        assert!(text.contains(
+            "switchboard_actor_status{actor=\"connector:slack\",kind=\"connector\",parent=\"root\",status=\"backoff\"} 1"
+        ), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

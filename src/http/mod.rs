@@ -1,0 +1,9 @@
+//! The two HTTP listeners: the API (`server.listen`: tenant API, webhooks, OAuth
+//! callbacks) and the admin endpoint (`admin.listen`: health, restarts, metrics).
+
+pub mod admin;
+pub mod api;
+mod error;
+pub mod metrics;
+
+pub use error::ApiError;

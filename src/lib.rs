@@ -1,0 +1,35 @@
+//! switchboard: a connector daemon on a supervised actor tree.
+//!
+//! It connects a multi-tenant platform to its customers' Slack, GitHub, PagerDuty,
+//! Datadog, AWS and GCP accounts: it runs the authorization flows, keeps credentials
+//! encrypted and fresh, and receives and processes events without losing one. Every
+//! connector and every tenant integration is an actor under a supervisor, so a failure
+//! is restarted alone and an operator can see and restart any part through the admin
+//! endpoint.
+//!
+//! # Layout
+//! - [`cli`]: the `switchboard` command line (clap).
+//! - [`config`]: TOML configuration, `${VAR}` expansion, `*_file` secrets, validation.
+//! - [`logging`]: tracing, as text or JSON.
+//! - [`secret`]: a string type that never prints itself.
+//! - [`shutdown`]: the one shutdown signal passed down through the daemon.
+//! - [`tree`]: the root supervisor and the actor tree built from the configuration.
+//! - [`connectors`]: one module per provider and the `[connectors.<name>]` sections.
+//! - [`http`]: the API listener and the admin endpoint (health, restarts, metrics).
+//! - [`daemon`]: starting and stopping all of the above.
+//!
+//! The domain-free supervision toolkit lives in the `switchboard-actors` crate.
+
+pub mod cli;
+pub mod config;
+pub mod connectors;
+pub mod daemon;
+pub mod http;
+pub mod logging;
+pub mod secret;
+pub mod shutdown;
+pub mod tree;
+
+pub use config::Config;
+pub use daemon::{Daemon, DaemonError, run};
+pub use shutdown::Shutdown;

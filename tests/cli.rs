@@ -1,0 +1,179 @@
+//! The `switchboard` binary: check-config, --version, and serve with a graceful exit.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("written");
+    file
+}
+
+fn check_config(text: &str) -> (i32, String, String) {
+    let file = config_file(text);
+    let output = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(file.path())
+        .output()
+        .expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help_answer() {
+    let output = Command::new(BIN).arg("--version").output().expect("runs");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("switchboard {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = Command::new(BIN).arg("--help").output().expect("runs");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("serve") && text.contains("check-config"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let output = Command::new(BIN)
+        .args([
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(shown.contains("listen = \"127.0.0.1:8080\""), "{shown}");
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_redacted() {
+    let (code, stdout, _) = check_config(
+        "[admin]\ntoken = \"admin-t0ken\"\n[database]\nurl = \"postgres://sb:pa55@db/sb\"\n\
+         [connectors.slack]\nclient_id = \"C1\"\nsigning_secret = \"sl-s3cret\"\n",
+    );
+    assert_eq!(code, 0);
+    for secret in ["admin-t0ken", "pa55", "sl-s3cret"] {
+        assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
+    }
+    assert!(stdout.contains("[redacted]"), "{stdout}");
+    assert!(stdout.contains("client_id = \"C1\""), "{stdout}");
+}
+
+#[test]
+fn check_config_rejects_an_unknown_key_naming_it() {
+    let (code, _, stderr) = check_config("[server]\nlisen = \"127.0.0.1:8080\"\n");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("server.lisen: unknown field `lisen`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_rejects_a_bad_address_naming_the_key() {
+    let (code, _, stderr) = check_config("[admin]\nlisten = \"localhost:nine\"\n");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("admin.listen: invalid socket address"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_public_admin_listener_without_a_token() {
+    let file = config_file("[admin]\nlisten = \"0.0.0.0:0\"\n");
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(file.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("admin.token: required when admin.listen"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_shuts_down_gracefully_on_sigterm_and_sigint() {
+    for signal in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = config_file(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [connectors.github]\napp_id = \"1\"\napp_slug = \"sb\"\n",
+        );
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(file.path())
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawns");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let admin = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.expect("reads") {
+                if line.contains("admin endpoint listening")
+                    && let Some(addr) = line.split("addr=").nth(1)
+                {
+                    return addr.split_whitespace().next().expect("address").to_string();
+                }
+            }
+            panic!("daemon exited before listening");
+        })
+        .await
+        .expect("daemon listens in time");
+
+        let health = reqwest::get(format!("http://{admin}/healthz"))
+            .await
+            .expect("answers");
+        assert_eq!(health.text().await.expect("body"), "ok");
+
+        let pid = child.id().expect("running").to_string();
+        let killed = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("exits in time")
+            .expect("exit status");
+        assert_eq!(status.code(), Some(0), "{signal}");
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+        // The listener is closed once the daemon has exited.
+        assert!(
+            reqwest::get(format!("http://{admin}/healthz"))
+                .await
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Helpers shared by the black-box tests: a daemon started in-process on port 0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use switchboard::{Config, Daemon, Shutdown};
+use tokio::task::JoinHandle;
+
+/// Configuration text for a daemon on ephemeral loopback ports, plus `extra` sections.
+/// `admin_extra` goes into the [admin] section.
+pub fn config_text(admin_extra: &str, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{admin_extra}\n\
+         [supervision]\nobserve_timeout = \"200ms\"\n{extra}"
+    )
+}
+
+pub fn parse(text: &str) -> Config {
+    Config::parse(text, Path::new("."), &|name| std::env::var(name).ok())
+        .unwrap_or_else(|e| panic!("test config is valid: {e:?}"))
+}
+
+pub struct TestDaemon {
+    pub admin: SocketAddr,
+    pub api: SocketAddr,
+    pub shutdown: Shutdown,
+    pub task: JoinHandle<Result<(), switchboard::DaemonError>>,
+    pub http: reqwest::Client,
+}
+
+impl TestDaemon {
+    pub async fn start(extra: &str) -> TestDaemon {
+        Self::start_with_admin("", extra).await
+    }
+
+    pub async fn start_with_admin(admin_extra: &str, extra: &str) -> TestDaemon {
+        let config = parse(&config_text(admin_extra, extra));
+        let shutdown = Shutdown::new();
+        let daemon = Daemon::start(&config, shutdown.clone())
+            .await
+            .expect("daemon starts");
+        let (admin, api) = (daemon.admin_addr, daemon.api_addr);
+        let task = tokio::spawn(daemon.run_until_shutdown());
+        TestDaemon {
+            admin,
+            api,
+            shutdown,
+            task,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("admin answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn post_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.admin_url(path))
+            .send()
+            .await
+            .expect("admin answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let result = tokio::time::timeout(std::time::Duration::from_secs(10), self.task)
+            .await
+            .expect("daemon stops in time")
+            .expect("daemon task joins");
+        result.expect("daemon stops cleanly");
+    }
+}
+
+/// The node named `name` among the children of `tree`.
+pub fn child<'a>(tree: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    tree["children"]
+        .as_array()
+        .and_then(|children| children.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("{name} not in {tree}"))
+}
