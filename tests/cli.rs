@@ -122,21 +122,25 @@ async fn serve_shuts_down_gracefully_on_sigterm_and_sigint() {
     for signal in ["-TERM", "-INT"] {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = config_file(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [connectors.github]\napp_id = \"1\"\napp_slug = \"sb\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"${SB_TEST_ADMIN_TOKEN}\"\n\
+             [connectors.github]\napp_id = \"1\"\napp_slug = \"sb\"\nwebhook_secret = \"gh-wh-never-logged\"\n",
         );
         let mut child = tokio::process::Command::new(BIN)
             .args(["serve", "--config"])
             .arg(file.path())
             .current_dir(dir.path())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "trace")
+            .env("SB_TEST_ADMIN_TOKEN", "admin-t0ken-never-logged")
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawns");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut seen = Vec::new();
         let admin = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = lines.next_line().await.expect("reads") {
+                seen.push(line.clone());
                 if line.contains("admin endpoint listening")
                     && let Some(addr) = line.split("addr=").nth(1)
                 {
@@ -164,11 +168,13 @@ async fn serve_shuts_down_gracefully_on_sigterm_and_sigint() {
             .expect("exits in time")
             .expect("exit status");
         assert_eq!(status.code(), Some(0), "{signal}");
-        let mut rest = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
-            rest.push(line);
+            seen.push(line);
         }
-        assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+        assert!(seen.iter().any(|l| l.contains("stopped")), "{seen:?}");
+        // Even at trace level, no secret reaches the log.
+        let log = seen.join("\n");
+        assert!(!log.contains("never-logged"), "{log}");
         // The listener is closed once the daemon has exited.
         assert!(
             reqwest::get(format!("http://{admin}/healthz"))

@@ -64,7 +64,18 @@ async fn require_token(
 /// Ready when the root supervisor answers and no supervisor is failing or restarting.
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     let tree = state.tree.health().await;
-    let root_ok = state.tree.is_running() && !tree.stale;
+    let (ready, body) = readiness(&tree, state.tree.is_running());
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Whether the daemon is ready, and a body naming each check.
+fn readiness(tree: &HealthReport, root_running: bool) -> (bool, serde_json::Value) {
+    let root_ok = root_running && !tree.stale;
     let unsettled: Vec<&str> = tree
         .walk()
         .into_iter()
@@ -86,12 +97,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
             "supervisors": check(unsettled.is_empty(), format!("not running: {}", unsettled.join(", "))),
         }
     });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    (ready, body)
 }
 
 async fn actors(State(state): State<Arc<AdminState>>) -> Json<HealthReport> {
@@ -158,5 +164,52 @@ fn tree_error(error: TreeError) -> ApiError {
             ApiError::not_found(error.to_string())
         }
         TreeError::Start(_) | TreeError::Unavailable => ApiError::unavailable(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(connector_status: Status) -> HealthReport {
+        let mut root = HealthReport::new("root", "supervisor", Status::Running);
+        root.children.push(HealthReport::new(
+            "connector:github",
+            "connector",
+            connector_status,
+        ));
+        root
+    }
+
+    #[test]
+    fn ready_when_every_supervisor_runs() {
+        let (ready, body) = readiness(&tree(Status::Running), true);
+        assert!(ready);
+        assert_eq!(body["checks"]["supervisors"], "ok");
+    }
+
+    #[test]
+    fn a_connector_in_backoff_or_failed_is_not_ready() {
+        for status in [Status::Backoff, Status::Failed, Status::Restarting] {
+            let (ready, body) = readiness(&tree(status), true);
+            assert!(!ready);
+            assert_eq!(
+                body["checks"]["supervisors"],
+                "not running: connector:github"
+            );
+        }
+    }
+
+    #[test]
+    fn a_silent_or_stopped_root_is_not_ready() {
+        let mut stale = tree(Status::Running);
+        stale.stale = true;
+        assert!(!readiness(&stale, true).0);
+        let (ready, body) = readiness(&tree(Status::Running), false);
+        assert!(!ready);
+        assert_eq!(
+            body["checks"]["actor_tree"],
+            "root supervisor is not answering"
+        );
     }
 }
