@@ -30,6 +30,7 @@ const SECRET_KEYS: &[&str] = &[
     "app_key",
     "secret_access_key",
     "url",
+    "previous_master_keys",
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -136,11 +137,26 @@ impl DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VaultConfig {
     /// 32 bytes, base64. When absent, one is generated into the data directory.
     pub master_key: Option<Secret>,
+    /// Master keys being rotated out: data keys they wrap are re-wrapped at start.
+    #[serde(default)]
+    pub previous_master_keys: Vec<Secret>,
+    /// Credentials re-encrypted per transaction during a data-key rotation.
+    pub rotation_batch: u32,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            previous_master_keys: Vec::new(),
+            rotation_batch: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,15 +374,23 @@ impl Config {
             ));
         }
 
-        if let Some(key) = &self.vault.master_key {
-            use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD.decode(key.expose().trim());
-            if !matches!(decoded, Ok(bytes) if bytes.len() == 32) {
+        let master_keys = self.vault.master_key.iter().map(|key| ("vault.master_key".to_string(), key));
+        let previous = self
+            .vault
+            .previous_master_keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (format!("vault.previous_master_keys[{i}]"), key));
+        for (path, key) in master_keys.chain(previous) {
+            if crate::vault::MasterKey::from_base64(key.expose()).is_err() {
                 problems.push(Problem::new(
-                    "vault.master_key",
+                    path,
                     "must be 32 bytes encoded as base64 (e.g. `openssl rand -base64 32`)",
                 ));
             }
+        }
+        if self.vault.rotation_batch == 0 {
+            problems.push(Problem::new("vault.rotation_batch", "must be at least 1"));
         }
 
         let supervision = &self.supervision;
@@ -441,7 +465,7 @@ impl Serialize for RedactedUrl<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut value = toml::Value::try_from(self.0).map_err(serde::ser::Error::custom)?;
         if let Some(database) = value.get_mut("database").and_then(|d| d.as_table_mut()) {
-            database.insert("url".into(), self.0.database.url.expose().into());
+            database.insert("url".into(), self.0.database.url.expose().as_str().into());
         }
         value.serialize(serializer)
     }

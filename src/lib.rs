@@ -28,7 +28,9 @@ pub mod http;
 pub mod logging;
 pub mod secret;
 pub mod shutdown;
+pub mod store;
 pub mod tree;
+pub mod vault;
 
 pub use config::Config;
 pub use daemon::{Daemon, DaemonError, run};

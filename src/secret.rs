@@ -1,26 +1,33 @@
-//! `Secret`: a string that never shows itself.
+//! `Secret<T>`: a value that never shows itself.
 //!
 //! Its `Debug`, `Display` and `Serialize` all print `[redacted]`, and its memory is
-//! zeroed on drop (secrecy). The plaintext is reachable only through
-//! [`Secret::expose`], so every use of a secret is a visible, greppable call.
+//! zeroed on drop. The plaintext is reachable only through [`Secret::expose`], so every
+//! use of a secret is a visible, greppable call. `Secret` (a string) holds configured
+//! secrets and tokens; `Secret<Vec<u8>>` is how plaintext credentials leave the vault.
 
 use std::fmt;
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::{Zeroize, Zeroizing};
 
 pub const REDACTED: &str = "[redacted]";
 
 #[derive(Clone)]
-pub struct Secret(SecretString);
+pub struct Secret<T: Zeroize = String>(Zeroizing<T>);
 
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
+impl<T: Zeroize> Secret<T> {
+    pub fn wrap(value: T) -> Self {
+        Self(Zeroizing::new(value))
     }
 
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl Secret<String> {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self::wrap(value.into())
     }
 
     /// Compares with `candidate` in time independent of where they differ.
@@ -30,19 +37,19 @@ impl Secret {
     }
 }
 
-impl fmt::Debug for Secret {
+impl<T: Zeroize> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)
     }
 }
 
-impl fmt::Display for Secret {
+impl<T: Zeroize> fmt::Display for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)
     }
 }
 
-impl Serialize for Secret {
+impl<T: Zeroize> Serialize for Secret<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(REDACTED)
     }
@@ -67,5 +74,8 @@ mod tests {
         assert!(secret.matches("xoxb-very-secret"));
         assert!(!secret.matches("xoxb-very-secreT"));
         assert!(!secret.matches("xoxb"));
+        let bytes = Secret::wrap(b"raw".to_vec());
+        assert_eq!(format!("{bytes:?}"), "[redacted]");
+        assert_eq!(bytes.expose(), b"raw");
     }
 }

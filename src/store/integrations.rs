@@ -1,0 +1,355 @@
+//! Integrations and their encrypted credentials.
+//!
+//! Every tenant query is scoped by organization in the query itself; an integration
+//! and its credentials are stored, replaced and deleted in one transaction. The
+//! credentials are opaque ciphertexts here: only the vault can read them.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use super::schema::{integration_credentials, integrations};
+use super::{Store, StoreError, new_id, now};
+use crate::{with_conn, write_tx};
+
+pub const STATUS_REVOKED: &str = "revoked";
+
+#[derive(Debug, Clone, PartialEq, Queryable, Insertable, Serialize)]
+#[diesel(table_name = integrations)]
+pub struct Integration {
+    pub id: String,
+    pub organization_id: String,
+    pub user_id: Option<String>,
+    pub connector_type: String,
+    pub status: String,
+    pub external_id: Option<String>,
+    /// JSON object, as text.
+    pub metadata: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+}
+
+/// What a new integration is made of; ids and timestamps are assigned on insert.
+#[derive(Debug, Clone)]
+pub struct NewIntegration {
+    pub organization_id: String,
+    pub user_id: Option<String>,
+    pub connector_type: String,
+    pub status: String,
+    pub external_id: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// A credential already encrypted by the vault.
+#[derive(Debug, Clone)]
+pub struct NewCredential {
+    pub credential_type: String,
+    pub ciphertext: Vec<u8>,
+    pub encryption_key_id: String,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Insertable)]
+#[diesel(table_name = integration_credentials)]
+pub struct StoredCredential {
+    pub id: String,
+    pub integration_id: String,
+    pub organization_id: String,
+    pub credential_type: String,
+    pub ciphertext: Vec<u8>,
+    pub encryption_key_id: String,
+    pub expires_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+fn credential_rows(
+    organization_id: &str,
+    integration_id: &str,
+    credentials: Vec<NewCredential>,
+) -> Vec<StoredCredential> {
+    let at = now();
+    credentials
+        .into_iter()
+        .map(|c| StoredCredential {
+            id: new_id(),
+            integration_id: integration_id.to_string(),
+            organization_id: organization_id.to_string(),
+            credential_type: c.credential_type,
+            ciphertext: c.ciphertext,
+            encryption_key_id: c.encryption_key_id,
+            expires_at: c.expires_at,
+            created_at: at,
+            updated_at: at,
+        })
+        .collect()
+}
+
+/// Stores an integration and its credentials together. A second live integration of
+/// the same connector for the organization is a `Conflict`.
+pub async fn create(
+    store: &Store,
+    new: NewIntegration,
+    credentials: Vec<NewCredential>,
+) -> Result<Integration, StoreError> {
+    let at = now();
+    let integration = Integration {
+        id: new_id(),
+        organization_id: new.organization_id,
+        user_id: new.user_id,
+        connector_type: new.connector_type,
+        status: new.status,
+        external_id: new.external_id,
+        metadata: new.metadata.to_string(),
+        created_at: at,
+        updated_at: at,
+        last_used_at: None,
+    };
+    let rows = credential_rows(&integration.organization_id, &integration.id, credentials);
+    let row = integration.clone();
+    write_tx!(store, |conn| {
+        diesel::insert_into(integrations::table)
+            .values(&row)
+            .execute(conn)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    "the organization already has a {} integration",
+                    row.connector_type
+                )),
+                other => other,
+            })?;
+        // One statement per row: SQLite cannot batch rows with optional columns.
+        for row in &rows {
+            diesel::insert_into(integration_credentials::table)
+                .values(row)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    })?;
+    Ok(integration)
+}
+
+pub async fn get(
+    store: &Store,
+    organization_id: &str,
+    id: &str,
+) -> Result<Option<Integration>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        integrations::table
+            .filter(integrations::organization_id.eq(organization_id))
+            .filter(integrations::id.eq(id))
+            .first::<Integration>(conn)
+            .await
+            .optional()
+    })?;
+    Ok(found)
+}
+
+pub async fn list(
+    store: &Store,
+    organization_id: &str,
+    connector_type: Option<&str>,
+) -> Result<Vec<Integration>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        let mut query = integrations::table
+            .filter(integrations::organization_id.eq(organization_id))
+            .into_boxed();
+        if let Some(connector_type) = connector_type {
+            query = query.filter(integrations::connector_type.eq(connector_type));
+        }
+        query
+            .order((integrations::created_at, integrations::id))
+            .load::<Integration>(conn)
+            .await
+    })?;
+    Ok(found)
+}
+
+/// Every live integration of a connector, across organizations: what its connector
+/// supervisor runs an actor for. A system query, never answered to a tenant.
+pub async fn live_for_connector(
+    store: &Store,
+    connector_type: &str,
+) -> Result<Vec<Integration>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        integrations::table
+            .filter(integrations::connector_type.eq(connector_type))
+            .filter(integrations::status.ne(STATUS_REVOKED))
+            .order(integrations::created_at)
+            .load::<Integration>(conn)
+            .await
+    })?;
+    Ok(found)
+}
+
+pub async fn set_status(
+    store: &Store,
+    organization_id: &str,
+    id: &str,
+    status: &str,
+) -> Result<(), StoreError> {
+    let updated = with_conn!(store, |conn| {
+        diesel::update(
+            integrations::table
+                .filter(integrations::organization_id.eq(organization_id))
+                .filter(integrations::id.eq(id)),
+        )
+        .set((integrations::status.eq(status), integrations::updated_at.eq(now())))
+        .execute(conn)
+        .await
+    })?;
+    if updated == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Replaces all of an integration's credentials at once (a refresh that rotates both
+/// access and refresh tokens never leaves a mix of old and new).
+pub async fn replace_credentials(
+    store: &Store,
+    organization_id: &str,
+    id: &str,
+    credentials: Vec<NewCredential>,
+) -> Result<(), StoreError> {
+    let rows = credential_rows(organization_id, id, credentials);
+    write_tx!(store, |conn| {
+        let touched = diesel::update(
+            integrations::table
+                .filter(integrations::organization_id.eq(organization_id))
+                .filter(integrations::id.eq(id)),
+        )
+        .set(integrations::updated_at.eq(now()))
+        .execute(conn)
+        .await?;
+        if touched == 0 {
+            return Err(StoreError::NotFound);
+        }
+        diesel::delete(
+            integration_credentials::table
+                .filter(integration_credentials::organization_id.eq(organization_id))
+                .filter(integration_credentials::integration_id.eq(id)),
+        )
+        .execute(conn)
+        .await?;
+        // One statement per row: SQLite cannot batch rows with optional columns.
+        for row in &rows {
+            diesel::insert_into(integration_credentials::table)
+                .values(row)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    })
+}
+
+pub async fn credentials(
+    store: &Store,
+    organization_id: &str,
+    id: &str,
+) -> Result<Vec<StoredCredential>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        integration_credentials::table
+            .filter(integration_credentials::organization_id.eq(organization_id))
+            .filter(integration_credentials::integration_id.eq(id))
+            .order(integration_credentials::credential_type)
+            .load::<StoredCredential>(conn)
+            .await
+    })?;
+    Ok(found)
+}
+
+/// Deletes an integration and its credentials together.
+pub async fn delete(store: &Store, organization_id: &str, id: &str) -> Result<(), StoreError> {
+    write_tx!(store, |conn| {
+        diesel::delete(
+            integration_credentials::table
+                .filter(integration_credentials::organization_id.eq(organization_id))
+                .filter(integration_credentials::integration_id.eq(id)),
+        )
+        .execute(conn)
+        .await?;
+        let deleted = diesel::delete(
+            integrations::table
+                .filter(integrations::organization_id.eq(organization_id))
+                .filter(integrations::id.eq(id)),
+        )
+        .execute(conn)
+        .await?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    })
+}
+
+/// Credentials not under `key_id`, in id order after `after`: the rotation's work list.
+pub async fn credentials_not_under_key(
+    store: &Store,
+    key_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StoredCredential>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        let mut query = integration_credentials::table
+            .filter(integration_credentials::encryption_key_id.ne(key_id))
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(integration_credentials::id.gt(after));
+        }
+        query
+            .order(integration_credentials::id)
+            .limit(limit)
+            .load::<StoredCredential>(conn)
+            .await
+    })?;
+    Ok(found)
+}
+
+/// One credential re-encrypted under another key.
+#[derive(Debug, Clone)]
+pub struct Reencrypted {
+    pub id: String,
+    pub old_key_id: String,
+    pub ciphertext: Vec<u8>,
+    pub new_key_id: String,
+}
+
+/// Swaps in re-encrypted ciphertexts in one transaction. A row changed meanwhile (no
+/// longer under its old key) is left alone; returns how many rows were swapped.
+pub async fn swap_ciphertexts(store: &Store, batch: &[Reencrypted]) -> Result<usize, StoreError> {
+    write_tx!(store, |conn| {
+        let mut swapped = 0;
+        for item in batch {
+            swapped += diesel::update(
+                integration_credentials::table
+                    .filter(integration_credentials::id.eq(&item.id))
+                    .filter(integration_credentials::encryption_key_id.eq(&item.old_key_id)),
+            )
+            .set((
+                integration_credentials::ciphertext.eq(&item.ciphertext),
+                integration_credentials::encryption_key_id.eq(&item.new_key_id),
+            ))
+            .execute(conn)
+            .await?;
+        }
+        Ok(swapped)
+    })
+}
+
+/// How many credentials each data key protects.
+pub async fn count_by_key(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
+    use diesel::dsl::count_star;
+    let counts = with_conn!(store, |conn| {
+        integration_credentials::table
+            .group_by(integration_credentials::encryption_key_id)
+            .select((integration_credentials::encryption_key_id, count_star()))
+            .load::<(String, i64)>(conn)
+            .await
+    })?;
+    Ok(counts)
+}
