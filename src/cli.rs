@@ -3,10 +3,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
+use crate::store::{self, Store};
+use crate::vault::{self, Vault, VaultArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +37,62 @@ pub enum Command {
         #[arg(long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Apply pending database migrations.
+    Migrate(ConfigArg),
+    /// Manage organizations (tenants).
+    Orgs {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: OrgsCommand,
+    },
+    /// Manage organization API tokens.
+    Tokens {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Manage the vault's data keys.
+    Keys {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    #[arg(long, default_value = "config.toml", global = true)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgsCommand {
+    /// Create an organization; prints its id and a first API token (shown once).
+    Create { name: String },
+    /// List organizations.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create an API token for an organization (shown once; only its hash is kept).
+    Create {
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke an API token by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a new active data key and re-encrypt every credential under it.
+    Rotate,
+    /// Show the data keys and how many credentials each protects.
+    Status,
 }
 
 impl Cli {
@@ -47,6 +109,162 @@ impl Cli {
                     Ok(ExitCode::FAILURE)
                 }
             },
+            Command::Migrate(arg) => admin_command(&arg.config, |store, _| async move {
+                let applied = store.migrate().await?;
+                println!("applied {applied} migration(s)");
+                Ok(())
+            }),
+            Command::Orgs { config, command } => {
+                admin_command(&config.config, |store, _| async move {
+                    store.migrate().await?;
+                    match command {
+                        OrgsCommand::Create { name } => {
+                            let org = store::organizations::create(&store, &name).await?;
+                            let (token, plaintext) = store::tokens::create(&store, &org.id).await?;
+                            store::audit::record(
+                                &store,
+                                Some(&org.id),
+                                "cli",
+                                "organization.create",
+                                None,
+                                serde_json::json!({"name": name, "token_id": token.id}),
+                            )
+                            .await?;
+                            println!("organization: {}", org.id);
+                            println!("token id:     {}", token.id);
+                            println!("api token:    {}", plaintext.expose());
+                            eprintln!("the token is shown once: only its SHA-256 hash is stored");
+                        }
+                        OrgsCommand::List => {
+                            for org in store::organizations::list(&store).await? {
+                                println!(
+                                    "{}\t{}\t{}",
+                                    org.id,
+                                    org.created_at.and_utc().to_rfc3339(),
+                                    org.name
+                                );
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            }
+            Command::Tokens { config, command } => {
+                admin_command(&config.config, |store, _| async move {
+                    store.migrate().await?;
+                    match command {
+                        TokensCommand::Create { org } => {
+                            let (token, plaintext) = store::tokens::create(&store, &org)
+                                .await
+                                .map_err(|e| match e {
+                                    store::StoreError::NotFound => {
+                                        anyhow::anyhow!("no organization '{org}'")
+                                    }
+                                    other => other.into(),
+                                })?;
+                            store::audit::record(
+                                &store,
+                                Some(&org),
+                                "cli",
+                                "token.create",
+                                None,
+                                serde_json::json!({"token_id": token.id}),
+                            )
+                            .await?;
+                            println!("token id:  {}", token.id);
+                            println!("api token: {}", plaintext.expose());
+                            eprintln!("the token is shown once: only its SHA-256 hash is stored");
+                        }
+                        TokensCommand::Revoke { id } => {
+                            store::tokens::revoke(&store, &id)
+                                .await
+                                .map_err(|e| match e {
+                                    store::StoreError::NotFound => {
+                                        anyhow::anyhow!("no live token '{id}'")
+                                    }
+                                    other => other.into(),
+                                })?;
+                            store::audit::record(
+                                &store,
+                                None,
+                                "cli",
+                                "token.revoke",
+                                None,
+                                serde_json::json!({"token_id": id}),
+                            )
+                            .await?;
+                            println!("revoked {id}");
+                        }
+                    }
+                    Ok(())
+                })
+            }
+            Command::Keys { config, command } => {
+                admin_command(&config.config, |store, loaded| async move {
+                    store.migrate().await?;
+                    let (ready, store_ready) = tokio::sync::watch::channel(true);
+                    let (vault, actor) = Vault::spawn(VaultArgs {
+                        master: Arc::new(vault::resolve_master_key(
+                            &loaded.vault,
+                            &store.data_dir(),
+                        )?),
+                        previous: Arc::new(vault::previous_master_keys(&loaded.vault)?),
+                        store: store.clone(),
+                        store_ready,
+                        backoff: loaded.supervision.backoff(),
+                        resume_rotation: false,
+                        rotation_batch: loaded.vault.rotation_batch as usize,
+                    })
+                    .await?;
+                    let _keep_ready = ready;
+                    vault.ready(Duration::from_secs(30)).await?;
+                    match command {
+                        KeysCommand::Rotate => {
+                            let report = vault::rotation::rotate(
+                                &store,
+                                &vault,
+                                loaded.vault.rotation_batch as usize,
+                            )
+                            .await?;
+                            store::audit::record(
+                                &store,
+                                None,
+                                "cli",
+                                "vault.rotate",
+                                None,
+                                serde_json::to_value(&report)?,
+                            )
+                            .await?;
+                            println!(
+                                "new active key {}: {} credential(s) re-encrypted, {} failed, in {:.2?}",
+                                report.new_key_id.as_deref().unwrap_or("?"),
+                                report.reencrypted,
+                                report.failed,
+                                report.took
+                            );
+                        }
+                        KeysCommand::Status => {
+                            let status = vault.status().await?;
+                            let counts = store::integrations::count_by_key(&store).await?;
+                            println!("master key: {}", status.master_key);
+                            for row in store::vault_keys::list(&store).await? {
+                                let n = counts
+                                    .iter()
+                                    .find(|(id, _)| *id == row.id)
+                                    .map_or(0, |(_, n)| *n);
+                                println!(
+                                    "{}{}\t{} credential(s)",
+                                    row.id,
+                                    if row.active { " (active)" } else { "" },
+                                    n
+                                );
+                            }
+                        }
+                    }
+                    actor.stop(None);
+                    Ok(())
+                })
+            }
             Command::Serve { config } => {
                 let loaded = match Config::load(&config) {
                     Ok(loaded) => loaded,
@@ -73,4 +291,36 @@ impl Cli {
             }
         }
     }
+}
+
+/// Runs a one-shot command against the configured store.
+fn admin_command<F, Fut>(path: &std::path::Path, command: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(Store, Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let loaded = match Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    crate::logging::init(&crate::config::LogConfig {
+        level: "warn".to_string(),
+        ..loaded.log.clone()
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = Store::connect(&loaded.database).context("opening the store")?;
+        match command(store, loaded).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
 }

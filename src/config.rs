@@ -374,7 +374,11 @@ impl Config {
             ));
         }
 
-        let master_keys = self.vault.master_key.iter().map(|key| ("vault.master_key".to_string(), key));
+        let master_keys = self
+            .vault
+            .master_key
+            .iter()
+            .map(|key| ("vault.master_key".to_string(), key));
         let previous = self
             .vault
             .previous_master_keys

@@ -12,12 +12,18 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::http::{admin, api};
 use crate::shutdown::Shutdown;
-use crate::tree::{ActorTree, TreeError};
+use crate::store::{Store, StoreError};
+use crate::tree::{ActorTree, Services, TreeError};
+use crate::vault::{self, VaultError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Tree(#[from] TreeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -42,7 +48,13 @@ pub struct Daemon {
 impl Daemon {
     /// Builds the actor tree and binds both listeners; serving stops when `shutdown` fires.
     pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Daemon, DaemonError> {
-        let tree = Arc::new(ActorTree::start(config).await?);
+        let store = Store::connect(&config.database)?;
+        let services = Services {
+            master_key: Arc::new(vault::resolve_master_key(&config.vault, &store.data_dir())?),
+            previous_master_keys: Arc::new(vault::previous_master_keys(&config.vault)?),
+            store,
+        };
+        let tree = Arc::new(ActorTree::start(config, services).await?);
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -66,6 +78,8 @@ impl Daemon {
         let admin_router = admin::router(Arc::new(admin::AdminState {
             tree: Arc::clone(&tree),
             token: config.admin.token.clone(),
+            rotation: admin::RotationState::default(),
+            rotation_batch: config.vault.rotation_batch as usize,
         }));
         let servers = vec![
             serve(admin_listener, admin_router, shutdown.clone()),

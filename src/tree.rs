@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! root (one_for_one)
+//! ├── store              applies migrations, watches the store, retries with backoff
+//! ├── vault              CredentialVault: the only place keys live
 //! └── connector:<name>   one supervisor per [connectors.<name>] section; its children
 //!                        are the provider's shared actors and one integration actor
 //!                        per tenant integration (`integration:<id>`)
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_actors::{
@@ -18,6 +21,16 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::connectors::ConnectorKind;
+use crate::store::Store;
+use crate::store::monitor::{STORE, StoreMonitor, StoreMonitorArgs, StoreMonitorMsg};
+use crate::vault::{CredentialVault, MasterKey, VAULT, Vault, VaultArgs, VaultMsg};
+
+/// What the actors are built from, besides the configuration.
+pub struct Services {
+    pub store: Store,
+    pub master_key: Arc<MasterKey>,
+    pub previous_master_keys: Arc<Vec<MasterKey>>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
@@ -39,10 +52,11 @@ pub struct ActorTree {
     registry: Registry,
     connectors: Vec<ConnectorKind>,
     observe_timeout: Duration,
+    store: Store,
 }
 
 impl ActorTree {
-    pub async fn start(config: &Config) -> Result<Self, TreeError> {
+    pub async fn start(config: &Config, services: Services) -> Result<Self, TreeError> {
         let registry = Registry::unique();
         let supervision = &config.supervision;
         let intensity = Intensity {
@@ -55,6 +69,34 @@ impl ActorTree {
             .intensity(intensity.max_restarts, intensity.window)
             .backoff(supervision.backoff())
             .registry(registry.clone());
+
+        let (ready_sender, store_ready) = tokio::sync::watch::channel(false);
+        let monitor = StoreMonitorArgs {
+            store: services.store.clone(),
+            ready: Arc::new(ready_sender),
+            backoff: supervision.backoff(),
+            interval: Duration::from_secs(10),
+        };
+        root = root.child(
+            ChildSpec::actor(STORE, "store", move || (StoreMonitor, monitor.clone()))
+                .observed_with::<StoreMonitorMsg>()
+                .shutdown(supervision.shutdown_timeout),
+        );
+        let vault = VaultArgs {
+            store: services.store.clone(),
+            master: services.master_key,
+            previous: services.previous_master_keys,
+            store_ready,
+            backoff: supervision.backoff(),
+            resume_rotation: true,
+            rotation_batch: config.vault.rotation_batch as usize,
+        };
+        root = root.child(
+            ChildSpec::actor(VAULT, "vault", move || (CredentialVault, vault.clone()))
+                .observed_with::<VaultMsg>()
+                .shutdown(supervision.shutdown_timeout),
+        );
+
         for kind in &connectors {
             let mut spec = SupervisorSpec::new(kind.actor_name())
                 .kind("connector")
@@ -82,7 +124,17 @@ impl ActorTree {
             registry,
             connectors,
             observe_timeout: supervision.observe_timeout,
+            store: services.store,
         })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The vault, found by name on every call (it survives the vault's restarts).
+    pub fn vault(&self) -> Vault {
+        Vault::in_registry(self.registry.clone())
     }
 
     /// The whole health tree; never waits long on a busy actor.

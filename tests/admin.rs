@@ -21,8 +21,11 @@ async fn liveness_and_readiness_answer() {
         .expect("text");
     assert_eq!(body, "ok");
 
+    daemon.ready().await;
     let (status, ready) = daemon.get_json("/readyz").await;
     assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["store"], "ok");
+    assert_eq!(ready["checks"]["vault"], "ok");
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["actor_tree"], "ok");
     assert_eq!(ready["checks"]["supervisors"], "ok");
@@ -176,6 +179,6 @@ async fn a_configured_token_is_required_except_for_probes() {
         .unwrap();
     assert_eq!(restart.status(), 401);
     assert_eq!(get("/healthz", None).await.unwrap().status(), 200);
-    assert_eq!(get("/readyz", None).await.unwrap().status(), 200);
+    daemon.ready().await;
     daemon.stop().await;
 }

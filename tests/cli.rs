@@ -183,3 +183,67 @@ async fn serve_shuts_down_gracefully_on_sigterm_and_sigint() {
         );
     }
 }
+
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn field<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|line| line.strip_prefix(label))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {label} in {text}"))
+}
+
+#[test]
+fn organizations_tokens_and_keys_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("config.toml"), "").expect("empty config: the defaults");
+
+    let (code, out, _) = run_in(dir.path(), &["migrate"]);
+    assert_eq!((code, out.trim()), (0, "applied 1 migration(s)"));
+    let (code, out, _) = run_in(dir.path(), &["migrate"]);
+    assert_eq!((code, out.trim()), (0, "applied 0 migration(s)"));
+
+    let (code, out, err) = run_in(dir.path(), &["orgs", "create", "Acme Corp"]);
+    assert_eq!(code, 0, "{err}");
+    let org = field(&out, "organization:").to_string();
+    let token = field(&out, "api token:").to_string();
+    assert!(token.starts_with("sbt_"));
+    assert!(err.contains("shown once"));
+
+    let (_, list, _) = run_in(dir.path(), &["orgs", "list"]);
+    assert!(list.contains(&org) && list.contains("Acme Corp"), "{list}");
+
+    let (code, out, _) = run_in(dir.path(), &["tokens", "create", "--org", &org]);
+    assert_eq!(code, 0);
+    let token_id = field(&out, "token id:").to_string();
+    let (code, _, err) = run_in(dir.path(), &["tokens", "create", "--org", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no organization 'nope'"), "{err}");
+    assert_eq!(run_in(dir.path(), &["tokens", "revoke", &token_id]).0, 0);
+    let (code, _, err) = run_in(dir.path(), &["tokens", "revoke", &token_id]);
+    assert_eq!(code, 1, "{err}");
+
+    let (code, out, _) = run_in(dir.path(), &["keys", "rotate"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("new active key dk_"), "{out}");
+    let (_, status, _) = run_in(dir.path(), &["keys", "status"]);
+    assert_eq!(status.matches("dk_").count(), 2, "{status}");
+    assert_eq!(status.matches("(active)").count(), 1, "{status}");
+
+    // Only hashes of the tokens are on disk.
+    let database = std::fs::read(dir.path().join("data/switchboard.db")).expect("database");
+    let wal = std::fs::read(dir.path().join("data/switchboard.db-wal")).unwrap_or_default();
+    let all = [database, wal].concat();
+    assert!(!all.windows(token.len()).any(|w| w == token.as_bytes()));
+}

@@ -17,11 +17,29 @@ use switchboard_actors::{HealthReport, Status};
 
 use super::{ApiError, metrics};
 use crate::secret::Secret;
+use crate::store::{integrations, vault_keys};
 use crate::tree::{ActorTree, TreeError};
+use crate::vault::VaultError;
+use crate::vault::rotation::{self, RotationReport};
 
 pub struct AdminState {
     pub tree: Arc<ActorTree>,
     pub token: Option<Secret>,
+    pub rotation: RotationState,
+    pub rotation_batch: usize,
+}
+
+/// The data-key rotation started from the admin endpoint, if any.
+#[derive(Default)]
+pub struct RotationState {
+    current: tokio::sync::Mutex<Option<RotationRun>>,
+}
+
+struct RotationRun {
+    new_key_id: String,
+    started_at: switchboard_actors::Timestamp,
+    /// `None` while running.
+    outcome: Option<Result<RotationReport, String>>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -33,6 +51,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/admin/integrations/{id}/restart",
             post(restart_integration),
         )
+        .route("/admin/vault", get(vault_status))
+        .route("/admin/vault/rotate", post(rotate_vault))
         .route("/metrics", get(prometheus))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -89,12 +109,29 @@ fn readiness(tree: &HealthReport, root_running: bool) -> (bool, serde_json::Valu
         .map(|(_, node)| node.name.as_str())
         .collect();
     let check = |ok: bool, detail: String| if ok { json!("ok") } else { json!(detail) };
-    let ready = root_ok && unsettled.is_empty();
+    // The store and the vault must be up: the node's own status says so, its error why.
+    let service = |name: &str| match tree.find(&[name]) {
+        Some(node) if node.status == Status::Running && !node.stale => (true, json!("ok")),
+        Some(node) => (
+            false,
+            json!(format!(
+                "{}: {}",
+                node.status,
+                node.last_error.as_deref().unwrap_or("not answering")
+            )),
+        ),
+        None => (false, json!("not running")),
+    };
+    let (store_ok, store) = service("store");
+    let (vault_ok, vault) = service("vault");
+    let ready = root_ok && unsettled.is_empty() && store_ok && vault_ok;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "actor_tree": check(root_ok, "root supervisor is not answering".to_string()),
             "supervisors": check(unsettled.is_empty(), format!("not running: {}", unsettled.join(", "))),
+            "store": store,
+            "vault": vault,
         }
     });
     (ready, body)
@@ -158,6 +195,97 @@ async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
+/// Key ids, which one is active, how many credentials each protects, and the rotation.
+async fn vault_status(State(state): State<Arc<AdminState>>) -> Result<Response, ApiError> {
+    let status = state.tree.vault().status().await.map_err(vault_error)?;
+    let store = state.tree.store();
+    let rows = vault_keys::list(store)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let counts = integrations::count_by_key(store)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let keys: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            let credentials = counts
+                .iter()
+                .find(|(id, _)| *id == row.id)
+                .map_or(0, |(_, n)| *n);
+            json!({
+                "id": row.id,
+                "active": row.active,
+                "created_at": row.created_at.and_utc().to_rfc3339(),
+                "wrapped_by": row.master_fingerprint,
+                "credentials": credentials,
+            })
+        })
+        .collect();
+    let rotation = state.rotation.current.lock().await.as_ref().map(|run| {
+        json!({
+            "new_key_id": run.new_key_id,
+            "started_at": run.started_at,
+            "state": match &run.outcome {
+                None => "running",
+                Some(Ok(_)) => "done",
+                Some(Err(_)) => "failed",
+            },
+            "report": run.outcome.as_ref().and_then(|o| o.as_ref().ok()),
+            "error": run.outcome.as_ref().and_then(|o| o.as_ref().err()),
+        })
+    });
+    Ok(Json(json!({
+        "state": status.state,
+        "master_key": status.master_key,
+        "active_key": status.active_key,
+        "keys": keys,
+        "rotation": rotation,
+    }))
+    .into_response())
+}
+
+/// Starts a rotation: a new active data key now, re-encryption in the background.
+async fn rotate_vault(State(state): State<Arc<AdminState>>) -> Result<Response, ApiError> {
+    let mut current = state.rotation.current.lock().await;
+    if current.as_ref().is_some_and(|run| run.outcome.is_none()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "rotation_running",
+            "a rotation is already running",
+        ));
+    }
+    let vault = state.tree.vault();
+    let new_key_id = vault.add_data_key().await.map_err(vault_error)?;
+    *current = Some(RotationRun {
+        new_key_id: new_key_id.clone(),
+        started_at: switchboard_actors::Timestamp::now(),
+        outcome: None,
+    });
+    drop(current);
+    let task_state = Arc::clone(&state);
+    tokio::spawn(async move {
+        let store = task_state.tree.store().clone();
+        let outcome = rotation::reencrypt(&store, &vault, task_state.rotation_batch, None)
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(error) = &outcome {
+            tracing::warn!(error = %error, "rotation failed; credentials stay readable and the next start resumes it");
+        }
+        if let Some(run) = task_state.rotation.current.lock().await.as_mut() {
+            run.outcome = Some(outcome);
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"new_key_id": new_key_id, "state": "running"})),
+    )
+        .into_response())
+}
+
+fn vault_error(error: VaultError) -> ApiError {
+    ApiError::unavailable(error.to_string())
+}
+
 fn tree_error(error: TreeError) -> ApiError {
     match error {
         TreeError::UnknownConnector(_) | TreeError::UnknownIntegration(_) => {
@@ -173,12 +301,38 @@ mod tests {
 
     fn tree(connector_status: Status) -> HealthReport {
         let mut root = HealthReport::new("root", "supervisor", Status::Running);
+        root.children
+            .push(HealthReport::new("store", "store", Status::Running));
+        root.children
+            .push(HealthReport::new("vault", "vault", Status::Running));
         root.children.push(HealthReport::new(
             "connector:github",
             "connector",
             connector_status,
         ));
         root
+    }
+
+    #[test]
+    fn an_unreachable_store_or_a_sealed_vault_is_not_ready_and_says_why() {
+        let mut down = tree(Status::Running);
+        down.children[0].status = Status::Backoff;
+        down.children[0].last_error = Some("the store is unreachable: connection refused".into());
+        let (ready, body) = readiness(&down, true);
+        assert!(!ready);
+        assert_eq!(
+            body["checks"]["store"],
+            "backoff: the store is unreachable: connection refused"
+        );
+        assert_eq!(body["checks"]["vault"], "ok");
+
+        let mut sealed = tree(Status::Running);
+        sealed.children[1].status = Status::Failed;
+        sealed.children[1].last_error =
+            Some("data key 'dk_1' is wrapped by master key mk_a".into());
+        let (ready, body) = readiness(&sealed, true);
+        assert!(!ready);
+        assert!(body["checks"]["vault"].as_str().unwrap().contains("dk_1"));
     }
 
     #[test]

@@ -198,7 +198,10 @@ pub async fn set_status(
                 .filter(integrations::organization_id.eq(organization_id))
                 .filter(integrations::id.eq(id)),
         )
-        .set((integrations::status.eq(status), integrations::updated_at.eq(now())))
+        .set((
+            integrations::status.eq(status),
+            integrations::updated_at.eq(now()),
+        ))
         .execute(conn)
         .await
     })?;

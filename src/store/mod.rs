@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod integrations;
+pub mod monitor;
 pub mod oauth_states;
 pub mod organizations;
 pub mod schema;
@@ -281,18 +282,18 @@ impl Store {
                         AsyncPgConnection,
                     >::establish(url.expose())
                     {
-                        Ok(mut conn) => {
-                            run(Harness::Postgres(&mut conn)).map_err(|e| StoreError::Migration(e.to_string()))
-                        }
+                        Ok(mut conn) => run(Harness::Postgres(&mut conn))
+                            .map_err(|e| StoreError::Migration(e.to_string())),
                         Err(e) => Err(StoreError::Unreachable(e.to_string())),
                     }
                 }
-                Target::Sqlite(path) => match open_sqlite(&path.to_string_lossy(), Duration::from_secs(30)) {
-                    Ok(mut conn) => {
-                        run(Harness::Sqlite(&mut conn)).map_err(|e| StoreError::Migration(e.to_string()))
+                Target::Sqlite(path) => {
+                    match open_sqlite(&path.to_string_lossy(), Duration::from_secs(30)) {
+                        Ok(mut conn) => run(Harness::Sqlite(&mut conn))
+                            .map_err(|e| StoreError::Migration(e.to_string())),
+                        Err(e) => Err(StoreError::Unreachable(e.to_string())),
                     }
-                    Err(e) => Err(StoreError::Unreachable(e.to_string())),
-                },
+                }
             };
             let _ = done.send(outcome);
         });
@@ -308,7 +309,9 @@ enum Target {
 }
 
 enum Harness<'a> {
-    Postgres(&'a mut diesel_async::async_connection_wrapper::AsyncConnectionWrapper<AsyncPgConnection>),
+    Postgres(
+        &'a mut diesel_async::async_connection_wrapper::AsyncConnectionWrapper<AsyncPgConnection>,
+    ),
     Sqlite(&'a mut SqliteConnection),
 }
 

@@ -58,7 +58,8 @@ pub async fn create(
     rand::rng().fill_bytes(&mut bytes);
     let state = Secret::new(hex::encode(bytes));
     let created_at = now();
-    let expires_at = created_at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(10));
+    let expires_at =
+        created_at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(10));
     let row = OauthState {
         state_hash: hash_token(state.expose()),
         organization_id: organization_id.to_string(),

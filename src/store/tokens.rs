@@ -33,7 +33,10 @@ pub fn hash_token(token: &str) -> String {
 }
 
 /// Creates a token for `organization_id`; the plaintext is returned once and never stored.
-pub async fn create(store: &Store, organization_id: &str) -> Result<(ApiToken, Secret), StoreError> {
+pub async fn create(
+    store: &Store,
+    organization_id: &str,
+) -> Result<(ApiToken, Secret), StoreError> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let plaintext = Secret::new(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)));

@@ -33,7 +33,11 @@ impl Binding {
     /// different bindings can produce the same bytes.
     pub fn associated_data(&self) -> Vec<u8> {
         let mut aad = b"switchboard.credential.v1".to_vec();
-        for field in [&self.organization_id, &self.integration_id, &self.credential_type] {
+        for field in [
+            &self.organization_id,
+            &self.integration_id,
+            &self.credential_type,
+        ] {
             aad.extend_from_slice(&(field.len() as u32).to_be_bytes());
             aad.extend_from_slice(field.as_bytes());
         }
@@ -61,7 +65,13 @@ impl Cipher {
         // Encryption into a Vec cannot fail for inputs under GCM's 64 GiB limit.
         let ciphertext = self
             .0
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .unwrap_or_default();
         sealed.extend_from_slice(&ciphertext);
         sealed
@@ -73,7 +83,13 @@ impl Cipher {
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         self.0
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| Unauthentic)
     }
@@ -116,13 +132,25 @@ mod tests {
             // Field boundaries matter: same concatenation, other binding.
             Binding::new("org-ai", "nt-1", "bot_token"),
         ] {
-            assert_eq!(cipher.open(&other.associated_data(), &sealed), Err(Unauthentic));
+            assert_eq!(
+                cipher.open(&other.associated_data(), &sealed),
+                Err(Unauthentic)
+            );
         }
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
-        assert_eq!(cipher.open(&binding().associated_data(), &tampered), Err(Unauthentic));
-        assert_eq!(cipher.open(&binding().associated_data(), &sealed[..10]), Err(Unauthentic));
+        assert_eq!(
+            cipher.open(&binding().associated_data(), &tampered),
+            Err(Unauthentic)
+        );
+        assert_eq!(
+            cipher.open(&binding().associated_data(), &sealed[..10]),
+            Err(Unauthentic)
+        );
         let other_key = Cipher::new(&random_key());
-        assert_eq!(other_key.open(&binding().associated_data(), &sealed), Err(Unauthentic));
+        assert_eq!(
+            other_key.open(&binding().associated_data(), &sealed),
+            Err(Unauthentic)
+        );
     }
 }

@@ -10,8 +10,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::cipher::{Cipher, random_key};
 use super::VaultError;
+use super::cipher::{Cipher, random_key};
 
 pub struct MasterKey {
     cipher: Cipher,
@@ -136,11 +136,16 @@ mod tests {
     #[test]
     fn a_data_key_unwraps_only_under_its_master_key_and_id() {
         let (master, text) = MasterKey::generate();
-        assert_eq!(MasterKey::from_base64(&text).unwrap().fingerprint(), master.fingerprint());
+        assert_eq!(
+            MasterKey::from_base64(&text).unwrap().fingerprint(),
+            master.fingerprint()
+        );
         let data_key = random_key();
         let wrapped = master.wrap("dk-1", &data_key);
         assert_eq!(*master.unwrap("dk-1", &wrapped).unwrap(), *data_key);
-        assert!(matches!(master.unwrap("dk-2", &wrapped), Err(VaultError::CorruptDataKey(id)) if id == "dk-2"));
+        assert!(
+            matches!(master.unwrap("dk-2", &wrapped), Err(VaultError::CorruptDataKey(id)) if id == "dk-2")
+        );
         let (other, _) = MasterKey::generate();
         assert_ne!(other.fingerprint(), master.fingerprint());
         assert!(other.unwrap("dk-1", &wrapped).is_err());

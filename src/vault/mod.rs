@@ -57,7 +57,9 @@ pub enum VaultError {
          new key over existing data"
     )]
     KeysMissing { credentials: i64, key_ids: String },
-    #[error("credential does not decrypt under its binding (organization, integration, type): wrong row or tampered")]
+    #[error(
+        "credential does not decrypt under its binding (organization, integration, type): wrong row or tampered"
+    )]
     Unauthentic,
     #[error("vault is not ready: {0}")]
     NotReady(String),
@@ -83,7 +85,10 @@ impl From<StoreError> for VaultError {
 
 impl VaultError {
     fn is_transient(&self) -> bool {
-        matches!(self, VaultError::StoreUnavailable(_) | VaultError::NotReady(_))
+        matches!(
+            self,
+            VaultError::StoreUnavailable(_) | VaultError::NotReady(_)
+        )
     }
 }
 
@@ -111,8 +116,14 @@ pub enum VaultMsg {
     Load,
     Encrypt(Binding, Plaintext, RpcReplyPort<Result<Sealed, VaultError>>),
     Decrypt(Binding, Sealed, RpcReplyPort<Result<Plaintext, VaultError>>),
-    EncryptBatch(Vec<(Binding, Plaintext)>, RpcReplyPort<Result<Vec<Sealed>, VaultError>>),
-    DecryptBatch(Vec<(Binding, Sealed)>, RpcReplyPort<Vec<Result<Plaintext, VaultError>>>),
+    EncryptBatch(
+        Vec<(Binding, Plaintext)>,
+        RpcReplyPort<Result<Vec<Sealed>, VaultError>>,
+    ),
+    DecryptBatch(
+        Vec<(Binding, Sealed)>,
+        RpcReplyPort<Vec<Result<Plaintext, VaultError>>>,
+    ),
     /// Decrypts each item and encrypts it again under the active key (rotation).
     Reencrypt(
         Vec<(Binding, Sealed)>,
@@ -163,7 +174,9 @@ impl VaultState {
         match &self.phase {
             Phase::Ready(keyring) => Ok(keyring),
             Phase::Loading { last_error } => Err(VaultError::NotReady(
-                last_error.clone().unwrap_or_else(|| "loading keys".to_string()),
+                last_error
+                    .clone()
+                    .unwrap_or_else(|| "loading keys".to_string()),
             )),
             Phase::Sealed(error) => Err(VaultError::Sealed(error.to_string())),
         }
@@ -251,8 +264,15 @@ async fn load_keyring(args: &VaultArgs) -> Result<Keyring, VaultError> {
         let counts = integrations::count_by_key(store).await?;
         let credentials: i64 = counts.iter().map(|(_, n)| n).sum();
         if credentials > 0 {
-            let key_ids = counts.into_iter().map(|(id, _)| id).collect::<Vec<_>>().join(", ");
-            return Err(VaultError::KeysMissing { credentials, key_ids });
+            let key_ids = counts
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(VaultError::KeysMissing {
+                credentials,
+                key_ids,
+            });
         }
         let (row, _) = new_key_row(master);
         vault_keys::insert_active(store, &row).await?;
@@ -319,7 +339,9 @@ impl CredentialVault {
                 if state.args.resume_rotation {
                     let vault = Vault::direct(myself.clone());
                     let (store, batch) = (state.args.store.clone(), state.args.rotation_batch);
-                    tokio::spawn(async move { rotation::resume_if_needed(&store, &vault, batch).await });
+                    tokio::spawn(
+                        async move { rotation::resume_if_needed(&store, &vault, batch).await },
+                    );
                 }
             }
             Err(error) if error.is_transient() => {
@@ -506,7 +528,9 @@ impl Vault {
                 }
                 _ if tokio::time::Instant::now() >= deadline => {
                     return Err(VaultError::NotReady(
-                        status.last_error.unwrap_or_else(|| "still loading".to_string()),
+                        status
+                            .last_error
+                            .unwrap_or_else(|| "still loading".to_string()),
                     ));
                 }
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -514,19 +538,26 @@ impl Vault {
         }
     }
 
-    pub async fn encrypt(&self, binding: Binding, plaintext: Plaintext) -> Result<Sealed, VaultError> {
-        self.ask(|reply| VaultMsg::Encrypt(binding, plaintext, reply)).await?
+    pub async fn encrypt(
+        &self,
+        binding: Binding,
+        plaintext: Plaintext,
+    ) -> Result<Sealed, VaultError> {
+        self.ask(|reply| VaultMsg::Encrypt(binding, plaintext, reply))
+            .await?
     }
 
     pub async fn decrypt(&self, binding: Binding, sealed: Sealed) -> Result<Plaintext, VaultError> {
-        self.ask(|reply| VaultMsg::Decrypt(binding, sealed, reply)).await?
+        self.ask(|reply| VaultMsg::Decrypt(binding, sealed, reply))
+            .await?
     }
 
     pub async fn encrypt_batch(
         &self,
         items: Vec<(Binding, Plaintext)>,
     ) -> Result<Vec<Sealed>, VaultError> {
-        self.ask(|reply| VaultMsg::EncryptBatch(items, reply)).await?
+        self.ask(|reply| VaultMsg::EncryptBatch(items, reply))
+            .await?
     }
 
     pub async fn decrypt_batch(
@@ -564,9 +595,9 @@ impl Vault {
         };
         match actor.call(message, Some(self.timeout)).await {
             Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
-            Ok(ractor::rpc::CallResult::Timeout) => {
-                Err(VaultError::NotReady("the vault did not answer in time".to_string()))
-            }
+            Ok(ractor::rpc::CallResult::Timeout) => Err(VaultError::NotReady(
+                "the vault did not answer in time".to_string(),
+            )),
             _ => Err(VaultError::NotReady("the vault is restarting".to_string())),
         }
     }

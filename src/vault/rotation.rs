@@ -26,7 +26,11 @@ pub struct RotationReport {
 }
 
 /// Creates a new active data key and moves every credential under it.
-pub async fn rotate(store: &Store, vault: &Vault, batch: usize) -> Result<RotationReport, VaultError> {
+pub async fn rotate(
+    store: &Store,
+    vault: &Vault,
+    batch: usize,
+) -> Result<RotationReport, VaultError> {
     let started = Instant::now();
     let new_key_id = vault.add_data_key().await?;
     let mut report = reencrypt(store, vault, batch, None).await?;
@@ -54,7 +58,8 @@ pub async fn reencrypt(
     let mut after: Option<String> = None;
     let mut batches = 0;
     while max_batches.is_none_or(|max| batches < max) {
-        let rows = integrations::credentials_not_under_key(store, &active, after.as_deref(), limit).await?;
+        let rows = integrations::credentials_not_under_key(store, &active, after.as_deref(), limit)
+            .await?;
         let Some(last) = rows.last() else {
             break;
         };
@@ -63,7 +68,11 @@ pub async fn reencrypt(
             .iter()
             .map(|row| {
                 (
-                    Binding::new(&row.organization_id, &row.integration_id, &row.credential_type),
+                    Binding::new(
+                        &row.organization_id,
+                        &row.integration_id,
+                        &row.credential_type,
+                    ),
                     Sealed {
                         key_id: row.encryption_key_id.clone(),
                         ciphertext: row.ciphertext.clone(),
@@ -101,15 +110,25 @@ pub async fn resume_if_needed(store: &Store, vault: &Vault, batch: usize) {
     let pending = async {
         let active = vault.status().await?.active_key.unwrap_or_default();
         let counts = integrations::count_by_key(store).await?;
-        Ok::<i64, VaultError>(counts.iter().filter(|(id, _)| *id != active).map(|(_, n)| n).sum())
+        Ok::<i64, VaultError>(
+            counts
+                .iter()
+                .filter(|(id, _)| *id != active)
+                .map(|(_, n)| n)
+                .sum(),
+        )
     };
     match pending.await {
         Ok(0) => {}
         Ok(pending) => {
             info!(pending, "resuming an interrupted key rotation");
             match reencrypt(store, vault, batch, None).await {
-                Ok(report) => info!(reencrypted = report.reencrypted, failed = report.failed, took = ?report.took, "rotation resumed and finished"),
-                Err(error) => warn!(error = %error, "resuming the rotation failed; it will be tried again at the next start"),
+                Ok(report) => {
+                    info!(reencrypted = report.reencrypted, failed = report.failed, took = ?report.took, "rotation resumed and finished")
+                }
+                Err(error) => {
+                    warn!(error = %error, "resuming the rotation failed; it will be tried again at the next start")
+                }
             }
         }
         Err(error) => warn!(error = %error, "could not check for an interrupted rotation"),

@@ -1,6 +1,8 @@
 //! Helpers shared by the black-box tests: a daemon started in-process on port 0.
 #![allow(dead_code)]
 
+pub mod db;
+
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -8,12 +10,18 @@ use switchboard::{Config, Daemon, Shutdown};
 use tokio::task::JoinHandle;
 
 /// Configuration text for a daemon on ephemeral loopback ports, plus `extra` sections.
-/// `admin_extra` goes into the [admin] section.
-pub fn config_text(admin_extra: &str, extra: &str) -> String {
+/// `admin_extra` goes into the [admin] section; the database is `database_url`.
+pub fn config_text(database_url: &str, admin_extra: &str, extra: &str) -> String {
+    let supervision = if extra.contains("[supervision]") {
+        String::new()
+    } else {
+        "[supervision]\nobserve_timeout = \"500ms\"\n".to_string()
+    };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n{admin_extra}\n\
-         [supervision]\nobserve_timeout = \"200ms\"\n{extra}"
+         [database]\nurl = \"{database_url}\"\nconnect_timeout = \"1s\"\n\
+         {supervision}{extra}"
     )
 }
 
@@ -28,6 +36,7 @@ pub struct TestDaemon {
     pub shutdown: Shutdown,
     pub task: JoinHandle<Result<(), switchboard::DaemonError>>,
     pub http: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
 }
 
 impl TestDaemon {
@@ -36,7 +45,24 @@ impl TestDaemon {
     }
 
     pub async fn start_with_admin(admin_extra: &str, extra: &str) -> TestDaemon {
-        let config = parse(&config_text(admin_extra, extra));
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
+        Self::start_config(data_dir, &config_text(&url, admin_extra, extra)).await
+    }
+
+    /// A daemon on another database; its master key file goes to a temp dir.
+    pub async fn start_with_database(url: &str, extra: &str) -> TestDaemon {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let key = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode([9u8; 32])
+        };
+        let extra = format!("[vault]\nmaster_key = \"{key}\"\n{extra}");
+        Self::start_config(data_dir, &config_text(url, "", &extra)).await
+    }
+
+    async fn start_config(data_dir: tempfile::TempDir, text: &str) -> TestDaemon {
+        let config = parse(text);
         let shutdown = Shutdown::new();
         let daemon = Daemon::start(&config, shutdown.clone())
             .await
@@ -49,11 +75,26 @@ impl TestDaemon {
             shutdown,
             task,
             http: reqwest::Client::new(),
+            data_dir,
         }
     }
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// Waits until /readyz says ready (the store migrated, the vault loaded).
+    pub async fn ready(&self) {
+        for _ in 0..200 {
+            if self.get_json("/readyz").await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!(
+            "daemon never became ready: {}",
+            self.get_json("/readyz").await.1
+        );
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
