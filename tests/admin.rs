@@ -182,3 +182,35 @@ async fn a_configured_token_is_required_except_for_probes() {
     daemon.ready().await;
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn the_vault_shows_its_keys_and_rotates_online() {
+    let daemon = TestDaemon::start("").await;
+    daemon.ready().await;
+    let (status, vault) = daemon.get_json("/admin/vault").await;
+    assert_eq!(status, 200, "{vault}");
+    assert_eq!(vault["state"], "ready");
+    assert!(vault["master_key"].as_str().unwrap().starts_with("mk_"));
+    let keys = vault["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["active"], true);
+    assert_eq!(keys[0]["credentials"], 0);
+    let first = keys[0]["id"].clone();
+
+    let (status, started) = daemon.post_json("/admin/vault/rotate").await;
+    assert_eq!(status, 202, "{started}");
+    let new_key = started["new_key_id"].clone();
+    assert_ne!(new_key, first);
+    let mut vault = serde_json::Value::Null;
+    for _ in 0..100 {
+        vault = daemon.get_json("/admin/vault").await.1;
+        if vault["rotation"]["state"] == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(vault["rotation"]["state"], "done", "{vault}");
+    assert_eq!(vault["active_key"], new_key);
+    assert_eq!(vault["keys"].as_array().unwrap().len(), 2);
+    daemon.stop().await;
+}
