@@ -51,7 +51,41 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub integrations: IntegrationsConfig,
+    #[serde(default)]
     pub connectors: ConnectorsConfig,
+}
+
+/// How tenant integrations are authorized and their credentials kept fresh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrationsConfig {
+    /// Where providers send the browser back: `<public_url>/oauth/<connector>/callback`.
+    pub public_url: String,
+    /// How long an authorization state stays usable.
+    #[serde(with = "humantime_serde")]
+    pub state_ttl: Duration,
+    /// Credentials are refreshed this long before they expire.
+    #[serde(with = "humantime_serde")]
+    pub refresh_margin: Duration,
+    /// Failed refreshes in a row before the integration's status becomes `error`.
+    pub refresh_attempts: u32,
+    /// Validation at start is spread over this long, so that a restart with many
+    /// integrations does not call every provider at once.
+    #[serde(with = "humantime_serde")]
+    pub validation_spread: Duration,
+}
+
+impl Default for IntegrationsConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".to_string(),
+            state_ttl: Duration::from_secs(600),
+            refresh_margin: Duration::from_secs(15 * 60),
+            refresh_attempts: 5,
+            validation_spread: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -429,6 +463,26 @@ impl Config {
                     "'{}' is not a level or filter (try info or debug)",
                     self.log.level
                 ),
+            ));
+        }
+        if self.integrations.refresh_attempts == 0 {
+            problems.push(Problem::new(
+                "integrations.refresh_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.integrations.state_ttl.is_zero() {
+            problems.push(Problem::new(
+                "integrations.state_ttl",
+                "must be longer than zero",
+            ));
+        }
+        if !(self.integrations.public_url.starts_with("http://")
+            || self.integrations.public_url.starts_with("https://"))
+        {
+            problems.push(Problem::new(
+                "integrations.public_url",
+                "must be an http(s) URL",
             ));
         }
         problems.extend(self.connectors.validate());

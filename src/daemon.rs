@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::connectors::ConnectorSet;
 use crate::http::{admin, api};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
@@ -48,8 +49,23 @@ pub struct Daemon {
 impl Daemon {
     /// Builds the actor tree and binds both listeners; serving stops when `shutdown` fires.
     pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Daemon, DaemonError> {
+        Self::start_with(
+            config,
+            ConnectorSet::from_config(&config.connectors),
+            shutdown,
+        )
+        .await
+    }
+
+    /// As [`Daemon::start`], with the given connectors (tests and embedders add their own).
+    pub async fn start_with(
+        config: &Config,
+        connectors: ConnectorSet,
+        shutdown: Shutdown,
+    ) -> Result<Daemon, DaemonError> {
         let store = Store::connect(&config.database)?;
         let services = Services {
+            connectors,
             master_key: Arc::new(vault::resolve_master_key(&config.vault, &store.data_dir())?),
             previous_master_keys: Arc::new(vault::previous_master_keys(&config.vault)?),
             store,
@@ -83,7 +99,16 @@ impl Daemon {
         }));
         let servers = vec![
             serve(admin_listener, admin_router, shutdown.clone()),
-            serve(api_listener, api::router(), shutdown.clone()),
+            serve(
+                api_listener,
+                api::router(Arc::new(api::ApiState {
+                    tree: Arc::clone(&tree),
+                    store: tree.store().clone(),
+                    public_url: config.integrations.public_url.clone(),
+                    state_ttl: config.integrations.state_ttl,
+                })),
+                shutdown.clone(),
+            ),
         ];
         info!(addr = %admin_addr, authenticated = config.admin.token.is_some(), "admin endpoint listening");
         info!(addr = %api_addr, "api listening");

@@ -25,6 +25,7 @@ pub mod config;
 pub mod connectors;
 pub mod daemon;
 pub mod http;
+pub mod integration;
 pub mod logging;
 pub mod secret;
 pub mod shutdown;

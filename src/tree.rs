@@ -13,15 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_actors::{
-    ChildSpec, HealthReport, Intensity, Registry, Status, Strategy, SupervisorError, SupervisorMsg,
-    SupervisorRef, SupervisorSpec,
+    ChildSpec, HealthReport, Intensity, Registry, ReportCache, Status, Strategy, SupervisorError,
+    SupervisorMsg, SupervisorRef, SupervisorSpec,
 };
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::connectors::ConnectorKind;
+use crate::connectors::{self, Connector, ConnectorSet};
+use crate::integration::{
+    self, IntegrationArgs, IntegrationMsg, IntegrationServices, VaultCredentials,
+};
 use crate::store::Store;
+use crate::store::integrations::{self as integration_rows, Integration};
 use crate::store::monitor::{STORE, StoreMonitor, StoreMonitorArgs, StoreMonitorMsg};
 use crate::vault::{CredentialVault, MasterKey, VAULT, Vault, VaultArgs, VaultMsg};
 
@@ -30,6 +35,7 @@ pub struct Services {
     pub store: Store,
     pub master_key: Arc<MasterKey>,
     pub previous_master_keys: Arc<Vec<MasterKey>>,
+    pub connectors: ConnectorSet,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +56,10 @@ pub struct ActorTree {
     /// Ends when the root stops, on shutdown or after giving up.
     root_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     registry: Registry,
-    connectors: Vec<ConnectorKind>,
+    /// Every configured or provided connector, available or not, by name.
+    connectors: Vec<String>,
+    /// The running connectors' shared services, by name.
+    services: std::collections::BTreeMap<String, Arc<IntegrationServices>>,
     observe_timeout: Duration,
     store: Store,
 }
@@ -63,14 +72,13 @@ impl ActorTree {
             max_restarts: supervision.max_restarts,
             window: supervision.window,
         };
-        let connectors = config.connectors.enabled();
         let mut root = SupervisorSpec::new("root")
             .strategy(Strategy::OneForOne)
             .intensity(intensity.max_restarts, intensity.window)
             .backoff(supervision.backoff())
             .registry(registry.clone());
 
-        let (ready_sender, store_ready) = tokio::sync::watch::channel(false);
+        let (ready_sender, store_ready) = watch::channel(false);
         let monitor = StoreMonitorArgs {
             store: services.store.clone(),
             ready: Arc::new(ready_sender),
@@ -82,47 +90,81 @@ impl ActorTree {
                 .observed_with::<StoreMonitorMsg>()
                 .shutdown(supervision.shutdown_timeout),
         );
-        let vault = VaultArgs {
+        let vault_args = VaultArgs {
             store: services.store.clone(),
             master: services.master_key,
             previous: services.previous_master_keys,
-            store_ready,
+            store_ready: store_ready.clone(),
             backoff: supervision.backoff(),
             resume_rotation: true,
             rotation_batch: config.vault.rotation_batch as usize,
         };
         root = root.child(
-            ChildSpec::actor(VAULT, "vault", move || (CredentialVault, vault.clone()))
-                .observed_with::<VaultMsg>()
-                .shutdown(supervision.shutdown_timeout),
+            ChildSpec::actor(VAULT, "vault", move || {
+                (CredentialVault, vault_args.clone())
+            })
+            .observed_with::<VaultMsg>()
+            .shutdown(supervision.shutdown_timeout),
         );
 
-        for kind in &connectors {
-            let mut spec = SupervisorSpec::new(kind.actor_name())
+        let vault = Vault::in_registry(registry.clone());
+        let mut names = Vec::new();
+        let mut running = std::collections::BTreeMap::new();
+        for connector in services.connectors.iter() {
+            let shared = Arc::new(IntegrationServices {
+                connector: Arc::clone(connector),
+                credentials: Arc::new(VaultCredentials {
+                    store: services.store.clone(),
+                    vault: vault.clone(),
+                }),
+                breaker: config.circuit_breaker.clone(),
+                refresh_margin: config.integrations.refresh_margin,
+                refresh_attempts: config.integrations.refresh_attempts,
+                backoff: supervision.backoff(),
+                validation_spread: config.integrations.validation_spread,
+            });
+            let spec = connector_supervisor(
+                connector.as_ref(),
+                &shared,
+                &services.store,
+                store_ready.clone(),
+            )
+            .strategy(supervision.strategy)
+            .intensity(intensity.max_restarts, intensity.window)
+            .backoff(supervision.backoff())
+            .registry(registry.clone());
+            root = root.child(ChildSpec::supervisor(spec).shutdown(supervision.shutdown_timeout));
+            names.push(connector.name().to_string());
+            running.insert(connector.name().to_string(), shared);
+        }
+        for kind in config.connectors.enabled() {
+            if services.connectors.get(kind.as_str()).is_some() {
+                continue;
+            }
+            let reason = kind.unavailable_reason().unwrap_or("not available");
+            warn!(connector = %kind, reason, "connector configured but not available");
+            let spec = SupervisorSpec::new(connectors::actor_name(kind.as_str()))
                 .kind("connector")
-                .strategy(supervision.strategy)
-                .intensity(intensity.max_restarts, intensity.window)
-                .backoff(supervision.backoff())
-                .registry(registry.clone());
-            if let Some(reason) = kind.unavailable_reason() {
-                warn!(connector = %kind, reason, "connector configured but not available");
-                spec = spec.reporter(move |report: &mut HealthReport| {
+                .registry(registry.clone())
+                .reporter(move |report: &mut HealthReport| {
                     report.status = Status::Stopped;
                     report.last_error = Some(reason.to_string());
                     report.details.insert("available".into(), false.into());
                 });
-            }
             root = root.child(ChildSpec::supervisor(spec).shutdown(supervision.shutdown_timeout));
+            names.push(kind.as_str().to_string());
         }
+
         let (root, handle) = SupervisorRef::spawn(root)
             .await
             .map_err(|e| TreeError::Start(e.to_string()))?;
-        info!(connectors = connectors.len(), "actor tree started");
+        info!(connectors = names.len(), "actor tree started");
         Ok(Self {
             root,
             root_task: tokio::sync::Mutex::new(Some(handle)),
             registry,
-            connectors,
+            connectors: names,
+            services: running,
             observe_timeout: supervision.observe_timeout,
             store: services.store,
         })
@@ -142,7 +184,7 @@ impl ActorTree {
         self.root.observe(self.observe_timeout).await
     }
 
-    pub fn connectors(&self) -> &[ConnectorKind] {
+    pub fn connectors(&self) -> &[String] {
         &self.connectors
     }
 
@@ -155,10 +197,10 @@ impl ActorTree {
 
     /// Restarts one connector (and everything under it), nothing else.
     pub async fn restart_connector(&self, name: &str) -> Result<(), TreeError> {
-        let kind = ConnectorKind::parse(name)
-            .filter(|kind| self.connectors.contains(kind))
-            .ok_or_else(|| TreeError::UnknownConnector(name.to_string()))?;
-        match self.root.restart_child(&kind.actor_name()).await {
+        if !self.connectors.iter().any(|c| c == name) {
+            return Err(TreeError::UnknownConnector(name.to_string()));
+        }
+        match self.root.restart_child(&connectors::actor_name(name)).await {
             Ok(()) => Ok(()),
             Err(SupervisorError::UnknownChild(_)) => {
                 Err(TreeError::UnknownConnector(name.to_string()))
@@ -167,23 +209,94 @@ impl ActorTree {
         }
     }
 
+    fn connector_supervisor(&self, name: &str) -> Option<SupervisorRef> {
+        let actor_name = connectors::actor_name(name);
+        self.registry
+            .lookup::<SupervisorMsg>(&actor_name)
+            .map(|actor| SupervisorRef::from_actor(actor, actor_name))
+    }
+
     /// Restarts one integration's actor, under whichever connector supervises it.
     pub async fn restart_integration(&self, id: &str) -> Result<(), TreeError> {
-        let child = format!("integration:{id}");
-        for kind in &self.connectors {
-            let Some(actor) = self.registry.lookup::<SupervisorMsg>(&kind.actor_name()) else {
+        let child = integration::actor_name(id);
+        for name in self.services.keys() {
+            let Some(supervisor) = self.connector_supervisor(name) else {
                 continue;
             };
-            match SupervisorRef::from_actor(actor, kind.actor_name())
-                .restart_child(&child)
-                .await
-            {
+            match supervisor.restart_child(&child).await {
                 Ok(()) => return Ok(()),
                 Err(SupervisorError::UnknownChild(_) | SupervisorError::Unavailable) => continue,
                 Err(_) => return Err(TreeError::Unavailable),
             }
         }
         Err(TreeError::UnknownIntegration(id.to_string()))
+    }
+
+    /// The connector named `name`, if this daemon runs it.
+    pub fn connector(&self, name: &str) -> Option<&Arc<dyn Connector>> {
+        self.services.get(name).map(|s| &s.connector)
+    }
+
+    /// Starts the actor of a newly authorized integration, touching nothing else.
+    pub async fn add_integration(
+        &self,
+        integration: Integration,
+        expires_at: Option<chrono::NaiveDateTime>,
+    ) -> Result<(), TreeError> {
+        let name = integration.connector_type.clone();
+        let services = self
+            .services
+            .get(&name)
+            .ok_or_else(|| TreeError::UnknownConnector(name.clone()))?;
+        let supervisor = self
+            .connector_supervisor(&name)
+            .ok_or(TreeError::Unavailable)?;
+        let child = integration::child_spec(IntegrationArgs {
+            integration,
+            expires_at,
+            services: Arc::clone(services),
+        });
+        match supervisor.add_child(child).await {
+            // Already running (loaded from the store meanwhile): nothing to do.
+            Ok(()) | Err(SupervisorError::DuplicateChild(_)) => Ok(()),
+            Err(_) => Err(TreeError::Unavailable),
+        }
+    }
+
+    /// Stops and removes an integration's actor (after a revocation).
+    pub async fn remove_integration(&self, connector: &str, id: &str) -> Result<(), TreeError> {
+        let supervisor = self
+            .connector_supervisor(connector)
+            .ok_or(TreeError::Unavailable)?;
+        match supervisor.remove_child(&integration::actor_name(id)).await {
+            Ok(()) | Err(SupervisorError::UnknownChild(_)) => Ok(()),
+            Err(_) => Err(TreeError::Unavailable),
+        }
+    }
+
+    /// The live report of one integration's actor, without walking the whole tree.
+    pub async fn integration_health(&self, id: &str) -> Option<HealthReport> {
+        let actor = self
+            .registry
+            .lookup::<IntegrationMsg>(&integration::actor_name(id))?;
+        switchboard_actors::observe(&actor, self.observe_timeout, &ReportCache::default()).await
+    }
+
+    /// Asks an integration's actor to validate its credentials now.
+    pub async fn validate_integration(&self, id: &str) -> Option<Result<(), String>> {
+        let actor = self
+            .registry
+            .lookup::<IntegrationMsg>(&integration::actor_name(id))?;
+        match actor
+            .call(
+                |reply| IntegrationMsg::Validate(Some(reply)),
+                Some(Duration::from_secs(30)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(outcome)) => Some(outcome),
+            _ => None,
+        }
     }
 
     /// Resolves when the root supervisor has stopped, for whatever reason.
@@ -198,4 +311,40 @@ impl ActorTree {
     pub async fn stop(&self, timeout: Duration) -> bool {
         self.root.stop(timeout).await
     }
+}
+
+/// A connector's supervisor: it loads the connector's live integrations from the store
+/// (once the store is ready, in the background) and runs one actor for each.
+fn connector_supervisor(
+    connector: &dyn Connector,
+    services: &Arc<IntegrationServices>,
+    store: &Store,
+    store_ready: watch::Receiver<bool>,
+) -> SupervisorSpec {
+    let name = connector.name().to_string();
+    let (services, store) = (Arc::clone(services), store.clone());
+    SupervisorSpec::new(connectors::actor_name(&name))
+        .kind("connector")
+        .loader(move || {
+            let (services, store, name, mut store_ready) = (
+                Arc::clone(&services),
+                store.clone(),
+                name.clone(),
+                store_ready.clone(),
+            );
+            async move {
+                store_ready.wait_for(|ready| *ready).await?;
+                let live = integration_rows::live_with_expiry(&store, &name).await?;
+                Ok(live
+                    .into_iter()
+                    .map(|(integration, expires_at)| {
+                        integration::child_spec(IntegrationArgs {
+                            integration,
+                            expires_at,
+                            services: Arc::clone(&services),
+                        })
+                    })
+                    .collect())
+            }
+        })
 }

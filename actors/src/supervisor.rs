@@ -168,6 +168,9 @@ pub struct SupervisorSpec {
     pub backoff: Backoff,
     /// Children started in this order, before any the loader gives.
     pub children: Vec<ChildSpec>,
+    /// Runs in the background after every start (a slow or failing source, such as a
+    /// database, never blocks or fails the supervisor); retried with backoff until it
+    /// succeeds. The supervisor reports `starting` until its children are loaded.
     pub loader: Option<ChildLoader>,
     pub reporter: Option<Reporter>,
     /// Where children are named; unnamed when `None`.
@@ -287,6 +290,8 @@ pub enum SupervisorMsg {
     /// The backoff delay is over: start these children (in this order) if each is still
     /// at the epoch it had when the restart was scheduled.
     StartAfterBackoff(Vec<(String, u64)>),
+    /// The loader's children, to add and start in order.
+    ChildrenLoaded(Vec<ChildSpec>),
 }
 
 pub struct Supervisor;
@@ -345,6 +350,8 @@ pub struct SupervisorState {
     next_seq: u64,
     /// Failure restarts of all children, for the intensity check.
     restarts: RestartWindow,
+    /// The background loader, while it runs.
+    loader: Option<JoinHandle<()>>,
 }
 
 enum Exit {
@@ -361,6 +368,13 @@ impl SupervisorState {
             by_actor: HashMap::new(),
             next_seq: 0,
             restarts: RestartWindow::default(),
+            loader: None,
+        }
+    }
+
+    fn stop_loader(&mut self) {
+        if let Some(loader) = self.loader.take() {
+            loader.abort();
         }
     }
 
@@ -456,7 +470,12 @@ impl SupervisorState {
     }
 
     fn snapshot(&self) -> SupervisorSnapshot {
-        let mut report = HealthReport::new(&self.spec.name, &self.spec.kind, Status::Running)
+        let status = if self.loader.is_some() {
+            Status::Starting
+        } else {
+            Status::Running
+        };
+        let mut report = HealthReport::new(&self.spec.name, &self.spec.kind, status)
             .with_detail("strategy", self.spec.strategy)
             .with_detail("children", self.children.len());
         report.details.insert(
@@ -567,6 +586,7 @@ impl Supervisor {
                 reason,
             };
             warn!(error = %error, "restart intensity exceeded, escalating");
+            state.stop_loader();
             state.stop_all("supervisor escalating").await;
             return Err(Box::new(error));
         }
@@ -668,16 +688,37 @@ impl Actor for Supervisor {
         mut spec: SupervisorSpec,
     ) -> Result<Self::State, ActorProcessingErr> {
         // The parent keeps its own copy of the spec for restarts; this one needs no list.
-        let mut children = std::mem::take(&mut spec.children);
-        if let Some(loader) = &spec.loader {
-            children.extend(loader().await?);
-        }
+        let children = std::mem::take(&mut spec.children);
+        let loader = spec.loader.clone();
+        let backoff = spec.backoff;
         let mut state = SupervisorState::new(spec);
         for child in children {
             state.insert(child)?;
         }
         for id in state.ids_from(None) {
             self.start_or_handle(&myself, &mut state, &id).await?;
+        }
+        if let Some(loader) = loader {
+            let supervisor = myself.clone();
+            let name = state.spec.name.clone();
+            state.loader = Some(tokio::spawn(async move {
+                let mut attempt = 0;
+                loop {
+                    match loader().await {
+                        Ok(children) => {
+                            let _ =
+                                supervisor.send_message(SupervisorMsg::ChildrenLoaded(children));
+                            return;
+                        }
+                        Err(error) => {
+                            let delay = backoff.delay(attempt);
+                            warn!(supervisor = %name, error = %error, ?delay, "loading children failed, retrying");
+                            attempt += 1;
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+            }));
         }
         Ok(state)
     }
@@ -687,6 +728,7 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.stop_loader();
         state.stop_all("supervisor stopping").await;
         Ok(())
     }
@@ -741,6 +783,24 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::StartAfterBackoff(group) => {
                 self.start_after_backoff(&myself, state, group).await?;
+            }
+            SupervisorMsg::ChildrenLoaded(children) => {
+                state.loader = None;
+                let mut ids = Vec::with_capacity(children.len());
+                for child in children {
+                    let id = child.id.clone();
+                    match state.insert(child) {
+                        Ok(()) => ids.push(id),
+                        // Added meanwhile (e.g. a new integration authorized during the load).
+                        Err(error) => {
+                            info!(supervisor = %state.spec.name, error = %error, "loaded child skipped")
+                        }
+                    }
+                }
+                info!(supervisor = %state.spec.name, children = ids.len(), "children loaded");
+                for id in ids {
+                    self.start_or_handle(&myself, state, &id).await?;
+                }
             }
         }
         Ok(())

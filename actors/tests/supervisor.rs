@@ -376,3 +376,38 @@ async fn the_restart_waits_out_a_backoff_within_its_ceiling() {
     eventually(PATIENCE, || args.incarnations.load(Ordering::SeqCst) == 2).await;
     assert!(failed_at.elapsed() <= Duration::from_secs(8) + Duration::from_millis(5));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_loader_is_retried_in_the_background_without_blocking_the_supervisor() {
+    use std::sync::atomic::AtomicU32;
+    let journal = Journal::default();
+    let attempts = std::sync::Arc::new(AtomicU32::new(0));
+    let loader_attempts = std::sync::Arc::clone(&attempts);
+    let loader_journal = journal.clone();
+    let spec = spec("loaded", Strategy::OneForOne).loader(move || {
+        let (attempts, journal) = (
+            std::sync::Arc::clone(&loader_attempts),
+            loader_journal.clone(),
+        );
+        async move {
+            if attempts.fetch_add(1, Ordering::SeqCst) < 2 {
+                return Err("the database is down".into());
+            }
+            Ok(vec![TestChild::spec(TestChildArgs::new(
+                "tenant-a", &journal,
+            ))])
+        }
+    });
+    let supervisor = SupervisorRef::spawn(spec).await.expect("starts at once").0;
+    let first = supervisor.observe(OBSERVE).await;
+    assert!(first.children.is_empty());
+
+    eventually(PATIENCE, || journal.entries() == ["start:tenant-a"]).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    let loaded = supervisor.observe(OBSERVE).await;
+    assert_eq!(loaded.status, Status::Running);
+    assert_eq!(
+        loaded.find(&["tenant-a"]).map(|c| c.status),
+        Some(Status::Running)
+    );
+}

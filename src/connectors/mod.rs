@@ -1,15 +1,25 @@
-//! Connectors: one per provider (Slack, GitHub, PagerDuty, Datadog, AWS, GCP, generic
-//! webhooks), each enabled by its `[connectors.<name>]` section.
+//! Connectors: how switchboard talks to one provider (Slack, GitHub, PagerDuty,
+//! Datadog, AWS, GCP, generic webhooks).
 //!
-//! A provider becomes available when its own implementation lands; until then its
-//! section is accepted and validated, and the daemon says plainly that the provider is
-//! not available instead of pretending to connect.
+//! A provider implements [`Connector`]: start an authorization, complete it into
+//! credentials, validate, refresh and revoke them, and handle the provider's events.
+//! Each provider lives in a folder of its own and is built from its
+//! `[connectors.<name>]` section ("the config is the factory"). A configured provider
+//! this build does not implement is accepted and validated, and the daemon says
+//! plainly that it is not available instead of pretending to connect.
 
 mod config;
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::NaiveDateTime;
 use serde::Serialize;
+
+use crate::secret::Secret;
+use switchboard_actors::Quota;
 
 pub use config::{
     AwsConfig, ConnectorsConfig, DatadogConfig, GcpConfig, GithubConfig, PagerdutyConfig,
@@ -55,11 +65,6 @@ impl ConnectorKind {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
-    /// The name of its supervisor in the actor tree.
-    pub fn actor_name(self) -> String {
-        format!("connector:{}", self.as_str())
-    }
-
     /// Why this build cannot connect to the provider, if it cannot.
     pub fn unavailable_reason(self) -> Option<&'static str> {
         // Each provider's implementation lands with its own issue; none has yet.
@@ -72,5 +77,182 @@ impl ConnectorKind {
 impl fmt::Display for ConnectorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The supervisor name of a connector in the actor tree.
+pub fn actor_name(connector: &str) -> String {
+    format!("connector:{connector}")
+}
+
+/// How a tenant is sent to authorize.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuthorizationStart {
+    /// Redirect the user to the provider's consent page.
+    Oauth2 { url: String },
+    /// Send the user to install an app (GitHub App installation).
+    Installation { url: String },
+    /// Ask the tenant for these credential fields and post them to the callback.
+    ApiKey { fields: Vec<String> },
+}
+
+/// What a connector is told when a tenant starts authorizing.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    pub organization_id: String,
+    pub user_id: Option<String>,
+    /// The single-use state to carry through the provider's redirect.
+    pub state: String,
+    /// Where the provider should send the browser back.
+    pub redirect_url: String,
+}
+
+/// What comes back from the provider (or the tenant) to complete an authorization.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackRequest {
+    pub organization_id: String,
+    pub code: Option<Secret>,
+    pub installation_id: Option<String>,
+    /// Credentials entered by the tenant (the api_key flow).
+    pub credentials: BTreeMap<String, Secret>,
+    pub redirect_url: String,
+}
+
+/// One credential in plaintext, on its way to or from the vault.
+#[derive(Debug, Clone)]
+pub struct CredentialValue {
+    pub credential_type: String,
+    pub secret: Secret,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+/// A completed authorization.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    /// The provider's account: Slack team, GitHub installation, ...
+    pub external_id: Option<String>,
+    pub metadata: serde_json::Value,
+    pub credentials: Vec<CredentialValue>,
+}
+
+/// An integration's credentials, decrypted for one call and dropped (zeroized) after.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub organization_id: String,
+    pub integration_id: String,
+    pub external_id: Option<String>,
+    pub metadata: serde_json::Value,
+    pub values: Vec<CredentialValue>,
+}
+
+impl Credentials {
+    pub fn get(&self, credential_type: &str) -> Option<&Secret> {
+        self.values
+            .iter()
+            .find(|v| v.credential_type == credential_type)
+            .map(|v| &v.secret)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    /// The tenant's input is wrong (a bad code, a missing field): not the provider's fault.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The provider rejected the credentials (revoked, expired, wrong).
+    #[error("credentials rejected: {0}")]
+    Unauthorized(String),
+    /// The provider asked us to slow down.
+    #[error("rate limited by the provider, retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// The provider failed or could not be reached.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("not supported by this connector")]
+    NotSupported,
+}
+
+impl ConnectorError {
+    /// Whether the failure says something about the provider's health (counts for
+    /// the circuit breaker); a bad input or rejected credentials do not.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::Unavailable(_) | ConnectorError::RateLimited { .. }
+        )
+    }
+}
+
+/// A provider. Implementations hold their configuration and HTTP client; the
+/// integration actors call them with one tenant's credentials at a time.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// The connector's name: `slack`, `github`, ... (the `connector_type` of its integrations).
+    fn name(&self) -> &str;
+
+    /// The provider's per-tenant rate limit, if it has one.
+    fn tenant_quota(&self) -> Option<Quota> {
+        None
+    }
+
+    async fn authorize(
+        &self,
+        request: &AuthorizeRequest,
+    ) -> Result<AuthorizationStart, ConnectorError>;
+
+    async fn complete(&self, request: &CallbackRequest) -> Result<Authorized, ConnectorError>;
+
+    /// Checks the credentials against the provider.
+    async fn validate(&self, credentials: &Credentials) -> Result<(), ConnectorError>;
+
+    /// New credentials for expiring ones; `NotSupported` when they never expire.
+    async fn refresh(
+        &self,
+        _credentials: &Credentials,
+    ) -> Result<Vec<CredentialValue>, ConnectorError> {
+        Err(ConnectorError::NotSupported)
+    }
+
+    /// Revokes the credentials at the provider; `NotSupported` when it cannot.
+    async fn revoke(&self, _credentials: &Credentials) -> Result<(), ConnectorError> {
+        Err(ConnectorError::NotSupported)
+    }
+}
+
+/// The connectors this daemon runs, by name.
+#[derive(Clone, Default)]
+pub struct ConnectorSet {
+    connectors: BTreeMap<String, Arc<dyn Connector>>,
+}
+
+impl fmt::Debug for ConnectorSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.connectors.keys()).finish()
+    }
+}
+
+impl ConnectorSet {
+    /// The connectors built from the configuration's sections (those this build implements).
+    pub fn from_config(_config: &ConnectorsConfig) -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.connectors
+            .insert(connector.name().to_string(), connector);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Connector>> {
+        self.connectors.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Connector>> {
+        self.connectors.values()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.connectors.keys().map(String::as_str)
     }
 }

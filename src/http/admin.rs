@@ -51,6 +51,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/admin/integrations/{id}/restart",
             post(restart_integration),
         )
+        .route(
+            "/admin/integrations/{id}/validate",
+            post(validate_integration),
+        )
         .route("/admin/vault", get(vault_status))
         .route("/admin/vault/rotate", post(rotate_vault))
         .route("/metrics", get(prometheus))
@@ -181,6 +185,22 @@ async fn restart_integration(
         .cloned()
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no integration '{id}' is running")))
+}
+
+/// Validates one integration's credentials with its provider now.
+async fn validate_integration(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.tree.validate_integration(&id).await {
+        Some(Ok(())) => Ok(Json(json!({"integration_id": id, "valid": true}))),
+        Some(Err(reason)) => Ok(Json(
+            json!({"integration_id": id, "valid": false, "reason": reason}),
+        )),
+        None => Err(ApiError::not_found(format!(
+            "no integration '{id}' is running"
+        ))),
+    }
 }
 
 async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {

@@ -5,5 +5,6 @@ pub mod admin;
 pub mod api;
 mod error;
 pub mod metrics;
+mod oauth_pages;
 
 pub use error::ApiError;

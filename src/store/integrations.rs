@@ -356,3 +356,194 @@ pub async fn count_by_key(store: &Store) -> Result<Vec<(String, i64)>, StoreErro
     })?;
     Ok(counts)
 }
+
+pub const STATUS_PENDING: &str = "pending";
+pub const STATUS_ACTIVE: &str = "active";
+pub const STATUS_ERROR: &str = "error";
+
+/// Starts an authorization: a `pending` integration for (organization, connector),
+/// replacing a pending one; a live one that is not pending is a `Conflict`.
+pub async fn create_pending(
+    store: &Store,
+    organization_id: &str,
+    connector_type: &str,
+    user_id: Option<&str>,
+) -> Result<Integration, StoreError> {
+    let at = now();
+    let row = Integration {
+        id: new_id(),
+        organization_id: organization_id.to_string(),
+        user_id: user_id.map(str::to_string),
+        connector_type: connector_type.to_string(),
+        status: STATUS_PENDING.to_string(),
+        external_id: None,
+        metadata: "{}".to_string(),
+        created_at: at,
+        updated_at: at,
+        last_used_at: None,
+    };
+    let inserted = row.clone();
+    write_tx!(store, |conn| {
+        let live = integrations::table
+            .filter(integrations::organization_id.eq(organization_id))
+            .filter(integrations::connector_type.eq(connector_type))
+            .filter(integrations::status.ne(STATUS_REVOKED))
+            .load::<Integration>(conn)
+            .await?;
+        for existing in live {
+            if existing.status != STATUS_PENDING {
+                return Err(StoreError::Conflict(format!(
+                    "the organization already has a {} integration ({}, {}): revoke it first",
+                    connector_type, existing.id, existing.status
+                )));
+            }
+            diesel::delete(integrations::table.find(&existing.id))
+                .execute(conn)
+                .await?;
+        }
+        diesel::insert_into(integrations::table)
+            .values(&inserted)
+            .execute(conn)
+            .await?;
+        Ok(())
+    })?;
+    Ok(row)
+}
+
+/// The organization's pending integration for a connector, if any.
+pub async fn pending_for(
+    store: &Store,
+    organization_id: &str,
+    connector_type: &str,
+) -> Result<Option<Integration>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        integrations::table
+            .filter(integrations::organization_id.eq(organization_id))
+            .filter(integrations::connector_type.eq(connector_type))
+            .filter(integrations::status.eq(STATUS_PENDING))
+            .first::<Integration>(conn)
+            .await
+            .optional()
+    })?;
+    Ok(found)
+}
+
+/// Completes a pending integration: active, with its account, metadata and
+/// credentials, all in one transaction.
+pub async fn activate(
+    store: &Store,
+    organization_id: &str,
+    id: &str,
+    external_id: Option<String>,
+    metadata: &serde_json::Value,
+    credentials: Vec<NewCredential>,
+) -> Result<Integration, StoreError> {
+    let rows = credential_rows(organization_id, id, credentials);
+    let metadata = metadata.to_string();
+    write_tx!(store, |conn| {
+        let updated = diesel::update(
+            integrations::table
+                .filter(integrations::organization_id.eq(organization_id))
+                .filter(integrations::id.eq(id))
+                .filter(integrations::status.eq(STATUS_PENDING)),
+        )
+        .set((
+            integrations::status.eq(STATUS_ACTIVE),
+            integrations::external_id.eq(&external_id),
+            integrations::metadata.eq(&metadata),
+            integrations::updated_at.eq(now()),
+        ))
+        .execute(conn)
+        .await?;
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        diesel::delete(
+            integration_credentials::table.filter(integration_credentials::integration_id.eq(id)),
+        )
+        .execute(conn)
+        .await?;
+        for row in &rows {
+            diesel::insert_into(integration_credentials::table)
+                .values(row)
+                .execute(conn)
+                .await?;
+        }
+        let row = integrations::table
+            .find(id)
+            .first::<Integration>(conn)
+            .await?;
+        Ok(row)
+    })
+}
+
+/// Revokes a live integration: its credentials are deleted and its status becomes
+/// `revoked`, together. `NotFound` for an unknown, foreign or already revoked id.
+pub async fn revoke(
+    store: &Store,
+    organization_id: &str,
+    id: &str,
+) -> Result<Integration, StoreError> {
+    write_tx!(store, |conn| {
+        let updated = diesel::update(
+            integrations::table
+                .filter(integrations::organization_id.eq(organization_id))
+                .filter(integrations::id.eq(id))
+                .filter(integrations::status.ne(STATUS_REVOKED)),
+        )
+        .set((
+            integrations::status.eq(STATUS_REVOKED),
+            integrations::updated_at.eq(now()),
+        ))
+        .execute(conn)
+        .await?;
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        diesel::delete(
+            integration_credentials::table
+                .filter(integration_credentials::organization_id.eq(organization_id))
+                .filter(integration_credentials::integration_id.eq(id)),
+        )
+        .execute(conn)
+        .await?;
+        let row = integrations::table
+            .find(id)
+            .first::<Integration>(conn)
+            .await?;
+        Ok(row)
+    })
+}
+
+/// Every live, non-pending integration of a connector with the earliest expiry of its
+/// credentials: what the connector supervisor starts an actor for (two queries in all).
+pub async fn live_with_expiry(
+    store: &Store,
+    connector_type: &str,
+) -> Result<Vec<(Integration, Option<NaiveDateTime>)>, StoreError> {
+    use diesel::dsl::min;
+    let live = live_for_connector(store, connector_type).await?;
+    let expiries: Vec<(String, Option<NaiveDateTime>)> = with_conn!(store, |conn| {
+        integration_credentials::table
+            .inner_join(integrations::table)
+            .filter(integrations::connector_type.eq(connector_type))
+            .filter(integration_credentials::expires_at.is_not_null())
+            .group_by(integration_credentials::integration_id)
+            .select((
+                integration_credentials::integration_id,
+                min(integration_credentials::expires_at),
+            ))
+            .load::<(String, Option<NaiveDateTime>)>(conn)
+            .await
+    })?;
+    let expiries: std::collections::HashMap<String, Option<NaiveDateTime>> =
+        expiries.into_iter().collect();
+    Ok(live
+        .into_iter()
+        .filter(|i| i.status != STATUS_PENDING)
+        .map(|i| {
+            let expiry = expiries.get(&i.id).copied().flatten();
+            (i, expiry)
+        })
+        .collect())
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod test_connector;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,6 +38,7 @@ pub struct TestDaemon {
     pub task: JoinHandle<Result<(), switchboard::DaemonError>>,
     pub http: reqwest::Client,
     pub data_dir: tempfile::TempDir,
+    pub store: switchboard::store::Store,
 }
 
 impl TestDaemon {
@@ -61,13 +63,38 @@ impl TestDaemon {
         Self::start_config(data_dir, &config_text(url, "", &extra)).await
     }
 
+    /// A daemon on SQLite that also runs `connectors`.
+    pub async fn start_with_connectors(
+        connectors: switchboard::connectors::ConnectorSet,
+        extra: &str,
+    ) -> TestDaemon {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
+        let text = config_text(&url, "", extra);
+        Self::start_full(data_dir, &text, connectors).await
+    }
+
     async fn start_config(data_dir: tempfile::TempDir, text: &str) -> TestDaemon {
+        Self::start_full(
+            data_dir,
+            text,
+            switchboard::connectors::ConnectorSet::default(),
+        )
+        .await
+    }
+
+    async fn start_full(
+        data_dir: tempfile::TempDir,
+        text: &str,
+        connectors: switchboard::connectors::ConnectorSet,
+    ) -> TestDaemon {
         let config = parse(text);
         let shutdown = Shutdown::new();
-        let daemon = Daemon::start(&config, shutdown.clone())
+        let daemon = Daemon::start_with(&config, connectors, shutdown.clone())
             .await
             .expect("daemon starts");
         let (admin, api) = (daemon.admin_addr, daemon.api_addr);
+        let store = daemon.tree().store().clone();
         let task = tokio::spawn(daemon.run_until_shutdown());
         TestDaemon {
             admin,
@@ -76,6 +103,7 @@ impl TestDaemon {
             task,
             http: reqwest::Client::new(),
             data_dir,
+            store,
         }
     }
 
@@ -95,6 +123,43 @@ impl TestDaemon {
             "daemon never became ready: {}",
             self.get_json("/readyz").await.1
         );
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// A new organization and its API token.
+    pub async fn organization(&self, name: &str) -> (String, String) {
+        let org = switchboard::store::organizations::create(&self.store, name)
+            .await
+            .expect("org");
+        let (_, token) = switchboard::store::tokens::create(&self.store, &org.id)
+            .await
+            .expect("token");
+        (org.id, token.expose().clone())
+    }
+
+    /// POSTs `body` to the tenant API with `token`: (status, JSON body or null).
+    pub async fn call_api(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.api_url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("api answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {

@@ -1,0 +1,500 @@
+//! IntegrationActor: one per tenant integration, under its connector's supervisor.
+//!
+//! It owns what belongs to one tenant's account at a provider: a circuit breaker
+//! around every call to the provider, a rate limiter with the provider's per-tenant
+//! quota (honouring `Retry-After`), and the credential lifecycle: a timer refreshes the
+//! credentials `refresh_margin` before they expire (one refresh at a time, since the
+//! actor handles one message at a time), failures are retried with backoff and, after
+//! `refresh_attempts` in a row, the integration's status becomes `error` with the
+//! reason. Credentials are decrypted only for the call that needs them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::Rng;
+use switchboard_actors::{
+    Backoff, BreakerConfig, ChildSpec, CircuitBreaker, HealthReport, ObserveHealth, RateLimiter,
+    Status, Timestamp,
+};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::connectors::{Connector, ConnectorError, CredentialValue, Credentials};
+use crate::secret::Secret;
+use crate::store::integrations::{self, Integration, NewCredential, STATUS_ACTIVE, STATUS_ERROR};
+use crate::store::{self, Store, audit};
+use crate::vault::{Binding, Sealed, Vault};
+
+/// The actor name of an integration in its connector's supervisor.
+pub fn actor_name(integration_id: &str) -> String {
+    format!("integration:{integration_id}")
+}
+
+/// Where an integration's credentials live; the daemon's is the vault and the store,
+/// tests may keep them in memory.
+#[async_trait::async_trait]
+pub trait CredentialStore: Send + Sync + 'static {
+    async fn load(&self, integration: &Integration) -> Result<Credentials, String>;
+    async fn save(
+        &self,
+        integration: &Integration,
+        values: Vec<CredentialValue>,
+    ) -> Result<(), String>;
+    async fn set_status(&self, integration: &Integration, status: &str) -> Result<(), String>;
+    /// Records what happened, without secrets.
+    async fn audit(&self, integration: &Integration, action: &str, details: serde_json::Value);
+}
+
+/// Credentials encrypted by the vault, stored in the store.
+pub struct VaultCredentials {
+    pub store: Store,
+    pub vault: Vault,
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for VaultCredentials {
+    async fn load(&self, integration: &Integration) -> Result<Credentials, String> {
+        let rows =
+            integrations::credentials(&self.store, &integration.organization_id, &integration.id)
+                .await
+                .map_err(|e| e.to_string())?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                (
+                    Binding::new(
+                        &row.organization_id,
+                        &row.integration_id,
+                        &row.credential_type,
+                    ),
+                    Sealed {
+                        key_id: row.encryption_key_id.clone(),
+                        ciphertext: row.ciphertext.clone(),
+                    },
+                )
+            })
+            .collect();
+        let plaintexts = self
+            .vault
+            .decrypt_batch(items)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut values = Vec::with_capacity(rows.len());
+        for (row, plaintext) in rows.into_iter().zip(plaintexts) {
+            let plaintext = plaintext.map_err(|e| e.to_string())?;
+            let text = String::from_utf8(plaintext.expose().clone())
+                .map_err(|_| format!("credential {} is not text", row.credential_type))?;
+            values.push(CredentialValue {
+                credential_type: row.credential_type,
+                secret: Secret::new(text),
+                expires_at: row.expires_at,
+            });
+        }
+        Ok(Credentials {
+            organization_id: integration.organization_id.clone(),
+            integration_id: integration.id.clone(),
+            external_id: integration.external_id.clone(),
+            metadata: serde_json::from_str(&integration.metadata).unwrap_or_default(),
+            values,
+        })
+    }
+
+    async fn save(
+        &self,
+        integration: &Integration,
+        values: Vec<CredentialValue>,
+    ) -> Result<(), String> {
+        let sealed = seal(
+            &self.vault,
+            &integration.organization_id,
+            &integration.id,
+            values,
+        )
+        .await?;
+        integrations::replace_credentials(
+            &self.store,
+            &integration.organization_id,
+            &integration.id,
+            sealed,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn set_status(&self, integration: &Integration, status: &str) -> Result<(), String> {
+        integrations::set_status(
+            &self.store,
+            &integration.organization_id,
+            &integration.id,
+            status,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn audit(&self, integration: &Integration, action: &str, details: serde_json::Value) {
+        if let Err(error) = audit::record(
+            &self.store,
+            Some(&integration.organization_id),
+            "system",
+            action,
+            Some(&integration.id),
+            details,
+        )
+        .await
+        {
+            warn!(integration_id = %integration.id, action, error = %error, "audit entry not written");
+        }
+    }
+}
+
+/// Encrypts credentials for storage, bound to their organization, integration and type.
+pub async fn seal(
+    vault: &Vault,
+    organization_id: &str,
+    integration_id: &str,
+    values: Vec<CredentialValue>,
+) -> Result<Vec<NewCredential>, String> {
+    let items = values
+        .iter()
+        .map(|value| {
+            (
+                Binding::new(organization_id, integration_id, &value.credential_type),
+                Secret::wrap(value.secret.expose().as_bytes().to_vec()),
+            )
+        })
+        .collect();
+    let sealed = vault
+        .encrypt_batch(items)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(values
+        .into_iter()
+        .zip(sealed)
+        .map(|(value, sealed)| NewCredential {
+            credential_type: value.credential_type,
+            ciphertext: sealed.ciphertext,
+            encryption_key_id: sealed.key_id,
+            expires_at: value.expires_at,
+        })
+        .collect())
+}
+
+/// What every integration actor of one connector shares.
+pub struct IntegrationServices {
+    pub connector: Arc<dyn Connector>,
+    pub credentials: Arc<dyn CredentialStore>,
+    pub breaker: BreakerConfig,
+    pub refresh_margin: Duration,
+    pub refresh_attempts: u32,
+    pub backoff: Backoff,
+    pub validation_spread: Duration,
+}
+
+#[derive(Clone)]
+pub struct IntegrationArgs {
+    pub integration: Integration,
+    /// The earliest expiry among its credentials.
+    pub expires_at: Option<NaiveDateTime>,
+    pub services: Arc<IntegrationServices>,
+}
+
+/// The supervised child for one integration.
+pub fn child_spec(args: IntegrationArgs) -> ChildSpec {
+    let name = actor_name(&args.integration.id);
+    ChildSpec::actor(name, "integration", move || {
+        (IntegrationActor, args.clone())
+    })
+    .observed_with::<IntegrationMsg>()
+}
+
+pub enum IntegrationMsg {
+    /// Check the credentials with the provider; the reply (if any) gets the outcome.
+    Validate(Option<RpcReplyPort<Result<(), String>>>),
+    RefreshCredentials,
+    Observe(RpcReplyPort<HealthReport>),
+}
+
+impl From<ObserveHealth> for IntegrationMsg {
+    fn from(ObserveHealth(reply): ObserveHealth) -> Self {
+        IntegrationMsg::Observe(reply)
+    }
+}
+
+pub struct IntegrationActor;
+
+pub struct IntegrationState {
+    integration: Integration,
+    services: Arc<IntegrationServices>,
+    expires_at: Option<NaiveDateTime>,
+    breaker: CircuitBreaker,
+    limiter: RateLimiter<()>,
+    last_validated_at: Option<Timestamp>,
+    last_refreshed_at: Option<Timestamp>,
+    last_error: Option<String>,
+    refresh_failures: u32,
+    /// The pending refresh; replaced when rescheduled, aborted when the actor stops.
+    refresh_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<IntegrationMsg>>>>,
+}
+
+/// A provider call refused before it was made, or failed.
+enum CallError {
+    Refused(String),
+    Failed(ConnectorError),
+}
+
+impl CallError {
+    fn message(&self) -> String {
+        match self {
+            CallError::Refused(reason) => reason.clone(),
+            CallError::Failed(error) => error.to_string(),
+        }
+    }
+}
+
+impl IntegrationState {
+    /// Runs one provider call through the limiter and the breaker.
+    async fn call_provider<T>(
+        &mut self,
+        call: impl Future<Output = Result<T, ConnectorError>>,
+    ) -> Result<T, CallError> {
+        self.limiter.acquire(&()).await;
+        self.breaker
+            .try_acquire()
+            .map_err(|rejected| CallError::Refused(rejected.to_string()))?;
+        let result = call.await;
+        match &result {
+            Err(error) if error.is_provider_failure() => {
+                self.breaker.record_failure();
+                if let ConnectorError::RateLimited { retry_after } = error {
+                    self.limiter.block_for(*retry_after);
+                }
+            }
+            // The provider answered: a rejected credential says nothing of its health.
+            _ => self.breaker.record_success(),
+        }
+        result.map_err(CallError::Failed)
+    }
+
+    fn schedule_refresh(&mut self, myself: &ActorRef<IntegrationMsg>, delay: Duration) {
+        if let Some(timer) = self.refresh_timer.take() {
+            timer.abort();
+        }
+        self.refresh_timer = Some(myself.send_after(delay, || IntegrationMsg::RefreshCredentials));
+    }
+
+    /// When the next refresh is due: `refresh_margin` before expiry (now if that passed).
+    fn refresh_delay(&self) -> Option<Duration> {
+        let expires_at = self.expires_at?;
+        let due = expires_at - chrono::Duration::from_std(self.services.refresh_margin).ok()?;
+        Some((due - store::now()).to_std().unwrap_or(Duration::ZERO))
+    }
+
+    async fn validate(&mut self) -> Result<(), String> {
+        let credentials = self.services.credentials.load(&self.integration).await?;
+        let connector = Arc::clone(&self.services.connector);
+        match self.call_provider(connector.validate(&credentials)).await {
+            Ok(()) => {
+                self.last_validated_at = Some(Timestamp::now());
+                Ok(())
+            }
+            Err(error) => {
+                let message = error.message();
+                self.last_error = Some(format!("validation failed: {message}"));
+                if let CallError::Failed(ConnectorError::Unauthorized(_)) = error {
+                    self.mark_error(&message).await;
+                }
+                Err(message)
+            }
+        }
+    }
+
+    async fn refresh(&mut self, myself: &ActorRef<IntegrationMsg>) {
+        let outcome = match self.services.credentials.load(&self.integration).await {
+            Ok(credentials) => {
+                let connector = Arc::clone(&self.services.connector);
+                self.call_provider(connector.refresh(&credentials)).await
+            }
+            Err(error) => Err(CallError::Refused(error)),
+        };
+        let outcome = match outcome {
+            Ok(values) => {
+                let expires_at = values.iter().filter_map(|v| v.expires_at).min();
+                match self
+                    .services
+                    .credentials
+                    .save(&self.integration, values)
+                    .await
+                {
+                    Ok(()) => Ok(expires_at),
+                    Err(error) => Err(format!("storing refreshed credentials failed: {error}")),
+                }
+            }
+            Err(CallError::Failed(ConnectorError::NotSupported)) => return,
+            Err(error) => Err(error.message()),
+        };
+        match outcome {
+            Ok(expires_at) => {
+                info!(integration_id = %self.integration.id, "credentials refreshed");
+                self.expires_at = expires_at;
+                self.refresh_failures = 0;
+                self.last_error = None;
+                self.last_refreshed_at = Some(Timestamp::now());
+                if self.integration.status == STATUS_ERROR {
+                    self.set_status(STATUS_ACTIVE).await;
+                }
+                self.services
+                    .credentials
+                    .audit(
+                        &self.integration,
+                        "credentials.refresh",
+                        serde_json::json!({"outcome": "ok"}),
+                    )
+                    .await;
+                if let Some(delay) = self.refresh_delay() {
+                    self.schedule_refresh(myself, delay);
+                }
+            }
+            Err(reason) => {
+                self.refresh_failures += 1;
+                warn!(integration_id = %self.integration.id, failures = self.refresh_failures, error = %reason, "credential refresh failed");
+                self.last_error = Some(format!("refresh failed: {reason}"));
+                self.services
+                    .credentials
+                    .audit(
+                        &self.integration,
+                        "credentials.refresh",
+                        serde_json::json!({"outcome": "failed", "reason": reason, "failures": self.refresh_failures}),
+                    )
+                    .await;
+                if self.refresh_failures >= self.services.refresh_attempts {
+                    self.mark_error(&reason).await;
+                }
+                let delay = self.services.backoff.delay(self.refresh_failures);
+                self.schedule_refresh(myself, delay);
+            }
+        }
+    }
+
+    async fn mark_error(&mut self, reason: &str) {
+        if self.integration.status != STATUS_ERROR {
+            warn!(integration_id = %self.integration.id, reason, "integration in error");
+            self.set_status(STATUS_ERROR).await;
+        }
+    }
+
+    async fn set_status(&mut self, status: &str) {
+        match self
+            .services
+            .credentials
+            .set_status(&self.integration, status)
+            .await
+        {
+            Ok(()) => self.integration.status = status.to_string(),
+            Err(error) => {
+                warn!(integration_id = %self.integration.id, error = %error, "status not stored")
+            }
+        }
+    }
+
+    fn report(&self) -> HealthReport {
+        let mut report = HealthReport::new(
+            actor_name(&self.integration.id),
+            "integration",
+            Status::Running,
+        )
+        .with_detail("organization_id", &self.integration.organization_id)
+        .with_detail("connector", &self.integration.connector_type)
+        .with_detail("integration_status", &self.integration.status)
+        .with_detail(
+            "expires_at",
+            self.expires_at.map(|t| t.and_utc().to_rfc3339()),
+        )
+        .with_detail("last_validated_at", self.last_validated_at)
+        .with_detail("last_refreshed_at", self.last_refreshed_at)
+        .with_detail("refresh_failures", self.refresh_failures)
+        .with_detail("limiter", self.limiter.snapshot());
+        report.breaker = Some(self.breaker.snapshot());
+        report.last_error = self.last_error.clone();
+        report
+    }
+}
+
+impl Actor for IntegrationActor {
+    type Msg = IntegrationMsg;
+    type State = IntegrationState;
+    type Arguments = IntegrationArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<IntegrationMsg>,
+        args: IntegrationArgs,
+    ) -> Result<IntegrationState, ActorProcessingErr> {
+        let services = args.services;
+        Ok(IntegrationState {
+            breaker: CircuitBreaker::new(services.breaker.clone()),
+            limiter: RateLimiter::new(services.connector.tenant_quota()),
+            integration: args.integration,
+            expires_at: args.expires_at,
+            services,
+            last_validated_at: None,
+            last_refreshed_at: None,
+            last_error: None,
+            refresh_failures: 0,
+            refresh_timer: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<IntegrationMsg>,
+        state: &mut IntegrationState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Spread the validations of many integrations starting together.
+        let spread = state.services.validation_spread;
+        let delay = if spread.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::rng().random_range(Duration::ZERO..=spread)
+        };
+        myself.send_after(delay, || IntegrationMsg::Validate(None));
+        if let Some(delay) = state.refresh_delay() {
+            state.schedule_refresh(&myself, delay);
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<IntegrationMsg>,
+        state: &mut IntegrationState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.refresh_timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<IntegrationMsg>,
+        message: IntegrationMsg,
+        state: &mut IntegrationState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            IntegrationMsg::Validate(reply) => {
+                let outcome = state.validate().await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            IntegrationMsg::RefreshCredentials => state.refresh(&myself).await,
+            IntegrationMsg::Observe(reply) => {
+                let _ = reply.send(state.report());
+            }
+        }
+        Ok(())
+    }
+}
