@@ -1,0 +1,220 @@
+//! The integration actor's credential lifecycle under paused time.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::test_connector::TestConnector;
+use switchboard::connectors::{Connector, CredentialValue, Credentials};
+use switchboard::integration::{
+    CredentialStore, IntegrationActor, IntegrationArgs, IntegrationMsg, IntegrationServices,
+};
+use switchboard::secret::Secret;
+use switchboard::store::integrations::Integration;
+use switchboard_actors::{Backoff, BreakerConfig, HealthReport};
+
+/// Credentials kept in memory: what the actor saved last.
+#[derive(Default)]
+struct MemoryCredentials {
+    values: Mutex<Vec<CredentialValue>>,
+    statuses: Mutex<Vec<String>>,
+    audits: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for MemoryCredentials {
+    async fn load(&self, integration: &Integration) -> Result<Credentials, String> {
+        Ok(Credentials {
+            organization_id: integration.organization_id.clone(),
+            integration_id: integration.id.clone(),
+            external_id: None,
+            metadata: serde_json::json!({}),
+            values: self.values.lock().unwrap().clone(),
+        })
+    }
+    async fn save(&self, _: &Integration, values: Vec<CredentialValue>) -> Result<(), String> {
+        *self.values.lock().unwrap() = values;
+        Ok(())
+    }
+    async fn set_status(&self, _: &Integration, status: &str) -> Result<(), String> {
+        self.statuses.lock().unwrap().push(status.to_string());
+        Ok(())
+    }
+    async fn audit(&self, _: &Integration, action: &str, details: serde_json::Value) {
+        self.audits
+            .lock()
+            .unwrap()
+            .push(format!("{action} {details}"));
+    }
+}
+
+fn integration() -> Integration {
+    let now = switchboard::store::now();
+    Integration {
+        id: "int-1".into(),
+        organization_id: "org-1".into(),
+        user_id: None,
+        connector_type: "acme".into(),
+        status: "active".into(),
+        external_id: None,
+        metadata: "{}".into(),
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+    }
+}
+
+async fn start(
+    connector: Arc<TestConnector>,
+    store: Arc<MemoryCredentials>,
+    expires_in: Duration,
+) -> ractor::ActorRef<IntegrationMsg> {
+    let expires_at = switchboard::store::now() + chrono::Duration::from_std(expires_in).unwrap();
+    *store.values.lock().unwrap() = vec![
+        CredentialValue {
+            credential_type: "access_token".into(),
+            secret: Secret::new("acme-access-initial"),
+            expires_at: Some(expires_at),
+        },
+        CredentialValue {
+            credential_type: "refresh_token".into(),
+            secret: Secret::new("acme-refresh"),
+            expires_at: None,
+        },
+    ];
+    let services = Arc::new(IntegrationServices {
+        connector: connector as Arc<dyn Connector>,
+        credentials: store,
+        breaker: BreakerConfig {
+            sliding_window_size: 4,
+            minimum_calls: 4,
+            ..BreakerConfig::default()
+        },
+        refresh_margin: Duration::from_secs(15 * 60),
+        refresh_attempts: 3,
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
+        validation_spread: Duration::from_secs(60),
+    });
+    let (actor, _) = ractor::Actor::spawn(
+        None,
+        IntegrationActor,
+        IntegrationArgs {
+            integration: integration(),
+            expires_at: Some(expires_at),
+            services,
+        },
+    )
+    .await
+    .expect("spawns");
+    actor
+}
+
+async fn report(actor: &ractor::ActorRef<IntegrationMsg>) -> HealthReport {
+    match actor
+        .call(IntegrationMsg::Observe, Some(Duration::from_secs(1)))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(report)) => report,
+        _ => panic!("no report"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn credentials_are_refreshed_a_margin_before_they_expire() {
+    let connector = Arc::new(TestConnector::with_token_lifetime(Duration::from_secs(
+        3600,
+    )));
+    let store = Arc::new(MemoryCredentials::default());
+    let actor = start(
+        Arc::clone(&connector),
+        Arc::clone(&store),
+        Duration::from_secs(3600),
+    )
+    .await;
+
+    // Due at 45 minutes (an hour's token, a 15-minute margin): not before.
+    tokio::time::sleep(Duration::from_secs(44 * 60)).await;
+    assert_eq!(connector.refreshes.load(Ordering::SeqCst), 0);
+    assert!(
+        connector.validations.load(Ordering::SeqCst) >= 1,
+        "validated at start"
+    );
+    tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+    assert_eq!(connector.refreshes.load(Ordering::SeqCst), 1);
+    let access = store.values.lock().unwrap()[0].secret.expose().clone();
+    assert_ne!(
+        access, "acme-access-initial",
+        "the refreshed token was saved"
+    );
+
+    // The new token lives an hour too: the next refresh comes 45 minutes later.
+    tokio::time::sleep(Duration::from_secs(43 * 60)).await;
+    assert_eq!(connector.refreshes.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_secs(3 * 60)).await;
+    assert_eq!(connector.refreshes.load(Ordering::SeqCst), 2);
+    let health = report(&actor).await;
+    assert!(
+        health.details["last_refreshed_at"].is_string(),
+        "{health:?}"
+    );
+    assert_eq!(health.details["refresh_failures"], 0);
+    assert!(
+        store
+            .audits
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| !a.contains("acme-access"))
+    );
+    actor.stop(None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_refreshes_back_off_then_mark_the_integration_in_error() {
+    let connector = Arc::new(TestConnector::with_token_lifetime(Duration::from_secs(
+        3600,
+    )));
+    connector.fail_refresh.store(true, Ordering::SeqCst);
+    let store = Arc::new(MemoryCredentials::default());
+    // Already inside the margin: the first refresh is due at once.
+    let actor = start(
+        Arc::clone(&connector),
+        Arc::clone(&store),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Retried with backoff (full jitter up to 1s, 2s, 4s, ... capped at 10s): in a minute
+    // at least the three attempts after which the integration is in error.
+    let attempts = connector.refreshes.load(Ordering::SeqCst);
+    assert!((3..=60).contains(&attempts), "{attempts} attempts");
+    assert_eq!(
+        *store.statuses.lock().unwrap(),
+        vec!["error".to_string()],
+        "error after refresh_attempts"
+    );
+    let health = report(&actor).await;
+    assert!(
+        health
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("refresh failed")
+    );
+    assert_eq!(health.details["integration_status"], "error");
+
+    // The provider recovers: the next retry succeeds and the integration is active again.
+    connector.fail_refresh.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let health = report(&actor).await;
+    assert_eq!(health.details["integration_status"], "active", "{health:?}");
+    assert_eq!(health.last_error, None);
+    assert_eq!(
+        store.statuses.lock().unwrap().last().map(String::as_str),
+        Some("active")
+    );
+    actor.stop(None);
+}
