@@ -95,7 +95,7 @@ async fn start(
         refresh_margin: Duration::from_secs(15 * 60),
         refresh_attempts: 3,
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
-        validation_spread: Duration::from_secs(60),
+        validation_spread: Duration::ZERO,
     });
     let (actor, _) = ractor::Actor::spawn(
         None,
