@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_actors::{
-    ChildSpec, HealthReport, Intensity, Registry, ReportCache, Status, Strategy, SupervisorError,
-    SupervisorMsg, SupervisorRef, SupervisorSpec,
+    ChildSpec, HealthReport, Intensity, ObserveOptions, Registry, ReportCache, Status, Strategy,
+    SupervisorError, SupervisorMsg, SupervisorRef, SupervisorSpec,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -184,6 +184,22 @@ impl ActorTree {
         self.root.observe(self.observe_timeout).await
     }
 
+    /// The health tree, listing what `options` select (a page of a large connector).
+    pub async fn health_with(&self, options: ObserveOptions) -> HealthReport {
+        self.root.observe_with(self.observe_timeout, options).await
+    }
+
+    /// One connector's subtree, without observing the other connectors.
+    pub async fn connector_health(
+        &self,
+        name: &str,
+        options: ObserveOptions,
+    ) -> Option<HealthReport> {
+        self.root
+            .observe_child(&connectors::actor_name(name), self.observe_timeout, options)
+            .await
+    }
+
     pub fn connectors(&self) -> &[String] {
         &self.connectors
     }
@@ -272,6 +288,23 @@ impl ActorTree {
             Ok(()) | Err(SupervisorError::UnknownChild(_)) => Ok(()),
             Err(_) => Err(TreeError::Unavailable),
         }
+    }
+
+    /// One integration as the tree shows it (its supervisor's view merged with its own).
+    pub async fn integration_node(&self, id: &str) -> Option<HealthReport> {
+        let child = integration::actor_name(id);
+        for name in self.services.keys() {
+            let Some(supervisor) = self.connector_supervisor(name) else {
+                continue;
+            };
+            if let Some(node) = supervisor
+                .observe_child(&child, self.observe_timeout, ObserveOptions::default())
+                .await
+            {
+                return Some(node);
+            }
+        }
+        None
     }
 
     /// The live report of one integration's actor, without walking the whole tree.

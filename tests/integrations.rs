@@ -525,3 +525,67 @@ async fn a_panicking_integration_is_restarted_alone() {
     assert_eq!(after_b["restarts"], 0);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_connector_is_listed_a_page_at_a_time() {
+    let daemon = daemon_with(Arc::new(TestConnector::default()), "").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, token) = daemon.organization(&format!("tenant-{i}")).await;
+        ids.push(
+            connect(&daemon, &token).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let names = |node: &Value| -> Vec<String> {
+        node["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let (status, page) = daemon.get_json("/admin/connectors/acme?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["details"]["children"], 3);
+    assert_eq!(page["details"]["children_listed"], 2);
+    let first = names(&page);
+    let (_, rest) = daemon
+        .get_json("/admin/connectors/acme?limit=2&offset=2")
+        .await;
+    let mut all = [first, names(&rest)].concat();
+    all.sort();
+    let mut expected: Vec<String> = ids.iter().map(|id| format!("integration:{id}")).collect();
+    expected.sort();
+    assert_eq!(all, expected);
+
+    let (_, failed) = daemon
+        .get_json("/admin/connectors/acme?status=failed")
+        .await;
+    assert!(names(&failed).is_empty());
+    let (_, summary) = daemon.get_json("/admin/actors?depth=1").await;
+    assert!(
+        child(&summary, "connector:acme")["children"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let (status, _) = daemon.get_json("/admin/actors?status=sleepy").await;
+    assert_eq!(status, 400);
+
+    // An explicit restart of one integration: counted and visible, its siblings untouched.
+    let (status, node) = daemon
+        .post_json(&format!("/admin/integrations/{}/restart", ids[0]))
+        .await;
+    assert_eq!(status, 200, "{node}");
+    assert_eq!(node["manual_restarts"], 1);
+    let (_, page) = daemon.get_json("/admin/connectors/acme").await;
+    for child in page["children"].as_array().unwrap() {
+        let restarted = child["name"] == format!("integration:{}", ids[0]);
+        assert_eq!(child["manual_restarts"], u32::from(restarted), "{child}");
+    }
+    daemon.stop().await;
+}

@@ -31,6 +31,6 @@ pub use rate_limit::{LimiterSnapshot, Quota, RateLimiter, parse_retry_after};
 pub use registry::Registry;
 pub use restart::{Backoff, Intensity, Restart, Strategy};
 pub use supervisor::{
-    ChildSpec, StartContext, Supervisor, SupervisorError, SupervisorMsg, SupervisorRef,
-    SupervisorSpec, observe_tree,
+    ChildSpec, ObserveOptions, StartContext, Supervisor, SupervisorError, SupervisorMsg,
+    SupervisorRef, SupervisorSpec, observe_tree, observe_tree_with,
 };

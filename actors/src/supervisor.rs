@@ -37,8 +37,39 @@ use crate::restart::{Backoff, Intensity, Restart, RestartWindow, Strategy};
 pub type StartFn =
     Arc<dyn Fn(StartContext) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
 /// Asks a running child for its own report; `None` when it did not answer in time.
-pub type ProbeFn =
-    Arc<dyn Fn(ActorCell, Duration) -> BoxFuture<'static, Option<HealthReport>> + Send + Sync>;
+pub type ProbeFn = Arc<
+    dyn Fn(ActorCell, Duration, ObserveOptions) -> BoxFuture<'static, Option<HealthReport>>
+        + Send
+        + Sync,
+>;
+
+/// How much of a large tree an observation lists. A supervisor with tens of thousands
+/// of children is listed a page at a time; every node keeps the total in
+/// `details.children`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObserveOptions {
+    /// Levels of children to list below the observed node (`None`: all).
+    pub depth: Option<u32>,
+    /// Children listed per node (`None`: all).
+    pub limit: Option<usize>,
+    /// Children skipped per node before listing.
+    pub offset: usize,
+    /// List only children in this status (as their supervisor knows it).
+    pub status: Option<Status>,
+}
+
+impl ObserveOptions {
+    /// The options one level down, or `None` when children are not to be listed.
+    fn below(&self) -> Option<ObserveOptions> {
+        match self.depth {
+            Some(0) => None,
+            depth => Some(ObserveOptions {
+                depth: depth.map(|d| d - 1),
+                ..self.clone()
+            }),
+        }
+    }
+}
 /// Adds what only the owner of a supervisor knows to its report (availability, shared
 /// resources such as a provider-wide breaker).
 pub type Reporter = Arc<dyn Fn(&mut HealthReport) + Send + Sync>;
@@ -117,8 +148,8 @@ impl ChildSpec {
                 Ok(actor_ref.get_cell())
             }
         });
-        child.probe = Some(Arc::new(|cell, timeout| {
-            observe_tree(ActorRef::<SupervisorMsg>::from(cell), timeout).boxed()
+        child.probe = Some(Arc::new(|cell, timeout, options| {
+            observe_tree_with(ActorRef::<SupervisorMsg>::from(cell), timeout, options).boxed()
         }));
         child
     }
@@ -126,7 +157,7 @@ impl ChildSpec {
     /// Asks the child for its own report with [`ObserveHealth`], which its message type `M`
     /// must accept.
     pub fn observed_with<M: Message + From<ObserveHealth>>(mut self) -> Self {
-        self.probe = Some(Arc::new(|cell, timeout| {
+        self.probe = Some(Arc::new(|cell, timeout, _options| {
             let actor = ActorRef::<M>::from(cell);
             async move {
                 match actor
@@ -286,7 +317,8 @@ pub enum SupervisorMsg {
     RestartAll(RpcReplyPort<Result<(), SupervisorError>>),
     /// The running actor of a child, if it is running.
     LookupChild(String, RpcReplyPort<Option<ActorCell>>),
-    Snapshot(RpcReplyPort<SupervisorSnapshot>),
+    /// The supervisor's report and the children the options select.
+    Snapshot(ObserveOptions, RpcReplyPort<SupervisorSnapshot>),
     /// The backoff delay is over: start these children (in this order) if each is still
     /// at the epoch it had when the restart was scheduled.
     StartAfterBackoff(Vec<(String, u64)>),
@@ -469,7 +501,7 @@ impl SupervisorState {
         }
     }
 
-    fn snapshot(&self) -> SupervisorSnapshot {
+    fn snapshot(&self, options: &ObserveOptions) -> SupervisorSnapshot {
         let status = if self.loader.is_some() {
             Status::Starting
         } else {
@@ -485,10 +517,15 @@ impl SupervisorState {
         if let Some(reporter) = &self.spec.reporter {
             reporter(&mut report);
         }
-        let children = self
+        let listed = options.depth != Some(0);
+        let children: Vec<ChildView> = self
             .order
             .values()
+            .filter(|_| listed)
             .filter_map(|id| self.children.get(id))
+            .filter(|(_, child)| options.status.is_none_or(|status| child.status == status))
+            .skip(options.offset)
+            .take(options.limit.unwrap_or(usize::MAX))
             .map(|(_, child)| ChildView {
                 report: child.report(),
                 cell: child.cell.clone(),
@@ -496,6 +533,11 @@ impl SupervisorState {
                 cache: child.cache.clone(),
             })
             .collect();
+        if listed && children.len() < self.children.len() {
+            report
+                .details
+                .insert("children_listed".into(), children.len().into());
+        }
         SupervisorSnapshot { report, children }
     }
 }
@@ -778,8 +820,8 @@ impl Actor for Supervisor {
                 let cell = state.children.get(&id).and_then(|(_, c)| c.cell.clone());
                 let _ = reply.send(cell);
             }
-            SupervisorMsg::Snapshot(reply) => {
-                let _ = reply.send(state.snapshot());
+            SupervisorMsg::Snapshot(options, reply) => {
+                let _ = reply.send(state.snapshot(&options));
             }
             SupervisorMsg::StartAfterBackoff(group) => {
                 self.start_after_backoff(&myself, state, group).await?;
@@ -842,14 +884,33 @@ pub fn observe_tree(
     actor: ActorRef<SupervisorMsg>,
     timeout: Duration,
 ) -> BoxFuture<'static, Option<HealthReport>> {
+    observe_tree_with(actor, timeout, ObserveOptions::default())
+}
+
+/// As [`observe_tree`], listing only what `options` select.
+pub fn observe_tree_with(
+    actor: ActorRef<SupervisorMsg>,
+    timeout: Duration,
+    options: ObserveOptions,
+) -> BoxFuture<'static, Option<HealthReport>> {
     async move {
-        let snapshot = match actor.call(SupervisorMsg::Snapshot, Some(timeout)).await {
+        let snapshot = match actor
+            .call(
+                |reply| SupervisorMsg::Snapshot(options.clone(), reply),
+                Some(timeout),
+            )
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(snapshot)) => snapshot,
             _ => return None,
         };
         let mut report = snapshot.report;
+        let below = options.below().unwrap_or(ObserveOptions {
+            depth: Some(0),
+            ..options
+        });
         report.children = futures::stream::iter(snapshot.children)
-            .map(|view| observe_child(view, timeout))
+            .map(|view| observe_child(view, timeout, below.clone()))
             .buffered(256)
             .collect()
             .await;
@@ -858,7 +919,11 @@ pub fn observe_tree(
     .boxed()
 }
 
-async fn observe_child(view: ChildView, timeout: Duration) -> HealthReport {
+async fn observe_child(
+    view: ChildView,
+    timeout: Duration,
+    options: ObserveOptions,
+) -> HealthReport {
     let ChildView {
         report,
         cell,
@@ -868,7 +933,7 @@ async fn observe_child(view: ChildView, timeout: Duration) -> HealthReport {
     let (Some(cell), Some(probe)) = (cell, probe) else {
         return report;
     };
-    match probe(cell, timeout).await {
+    match probe(cell, timeout, options).await {
         Some(own) => {
             cache.store(&own);
             report.merged_with(own)
@@ -969,6 +1034,40 @@ impl SupervisorRef {
             report.stale = true;
             report
         })
+    }
+
+    /// As [`SupervisorRef::observe`], listing only what `options` select.
+    pub async fn observe_with(&self, timeout: Duration, options: ObserveOptions) -> HealthReport {
+        match observe_tree_with(self.actor.clone(), timeout, options).await {
+            Some(report) => report,
+            None => self.observe(timeout).await,
+        }
+    }
+
+    /// One child's subtree (its supervisor's view of it merged with its own report),
+    /// without observing its siblings.
+    pub async fn observe_child(
+        &self,
+        id: &str,
+        timeout: Duration,
+        options: ObserveOptions,
+    ) -> Option<HealthReport> {
+        let snapshot = match self
+            .actor
+            .call(
+                |reply| SupervisorMsg::Snapshot(ObserveOptions::default(), reply),
+                Some(timeout),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(snapshot)) => snapshot,
+            _ => return None,
+        };
+        let view = snapshot
+            .children
+            .into_iter()
+            .find(|v| v.report.name == id)?;
+        Some(observe_child(view, timeout, options).await)
     }
 
     /// Stops the supervisor and, in reverse order, its children; waits at most `timeout`.

@@ -6,14 +6,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use switchboard_actors::{HealthReport, Status};
+use switchboard_actors::{HealthReport, ObserveOptions, Status};
 
 use super::{ApiError, metrics};
 use crate::secret::Secret;
@@ -141,21 +142,76 @@ fn readiness(tree: &HealthReport, root_running: bool) -> (bool, serde_json::Valu
     (ready, body)
 }
 
-async fn actors(State(state): State<Arc<AdminState>>) -> Json<HealthReport> {
-    Json(state.tree.health().await)
+/// `?depth=N&limit=N&offset=N&status=S`: how much of the tree to list. Every node
+/// lists at most `limit` children (default 1000; `details.children` keeps the total).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TreeQuery {
+    depth: Option<u32>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    status: Option<String>,
+}
+
+const DEFAULT_LIMIT: usize = 1000;
+
+impl TreeQuery {
+    fn options(self) -> Result<ObserveOptions, ApiError> {
+        let status = match self.status.as_deref() {
+            None => None,
+            Some(name) => Some(
+                Status::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == name)
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_query",
+                            format!("unknown status '{name}'"),
+                        )
+                    })?,
+            ),
+        };
+        Ok(ObserveOptions {
+            depth: self.depth,
+            limit: Some(self.limit.unwrap_or(DEFAULT_LIMIT)),
+            offset: self.offset.unwrap_or(0),
+            status,
+        })
+    }
+}
+
+fn tree_query(query: Result<Query<TreeQuery>, QueryRejection>) -> Result<ObserveOptions, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    query.options()
+}
+
+async fn actors(
+    State(state): State<Arc<AdminState>>,
+    query: Result<Query<TreeQuery>, QueryRejection>,
+) -> Result<Json<HealthReport>, ApiError> {
+    Ok(Json(state.tree.health_with(tree_query(query)?).await))
 }
 
 async fn connector(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
+    query: Result<Query<TreeQuery>, QueryRejection>,
 ) -> Result<Json<HealthReport>, ApiError> {
-    connector_node(&state, &name).await.map(Json)
+    let options = tree_query(query)?;
+    connector_node(&state, &name, options).await.map(Json)
 }
 
-async fn connector_node(state: &AdminState, name: &str) -> Result<HealthReport, ApiError> {
-    let tree = state.tree.health().await;
-    tree.find(&[&format!("connector:{name}")])
-        .cloned()
+async fn connector_node(
+    state: &AdminState,
+    name: &str,
+    options: ObserveOptions,
+) -> Result<HealthReport, ApiError> {
+    state
+        .tree
+        .connector_health(name, options)
+        .await
         .ok_or_else(|| ApiError::not_found(format!("no connector named '{name}' is configured")))
 }
 
@@ -168,7 +224,11 @@ async fn restart_connector(
         .restart_connector(&name)
         .await
         .map_err(tree_error)?;
-    connector_node(&state, &name).await.map(Json)
+    let summary = ObserveOptions {
+        depth: Some(0),
+        ..ObserveOptions::default()
+    };
+    connector_node(&state, &name, summary).await.map(Json)
 }
 
 async fn restart_integration(
@@ -180,9 +240,10 @@ async fn restart_integration(
         .restart_integration(&id)
         .await
         .map_err(tree_error)?;
-    let tree = state.tree.health().await;
-    tree.find_named(&format!("integration:{id}"))
-        .cloned()
+    state
+        .tree
+        .integration_node(&id)
+        .await
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no integration '{id}' is running")))
 }
