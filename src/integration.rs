@@ -484,13 +484,16 @@ impl Actor for IntegrationActor {
         state: &mut IntegrationState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            // The provider calls are boxed: an actor's message loop is allocated once
+            // with room for its largest handler future, and a hundred thousand
+            // integrations should not each keep room for a refresh in flight.
             IntegrationMsg::Validate(reply) => {
-                let outcome = state.validate().await;
+                let outcome = Box::pin(state.validate()).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }
             }
-            IntegrationMsg::RefreshCredentials => state.refresh(&myself).await,
+            IntegrationMsg::RefreshCredentials => Box::pin(state.refresh(&myself)).await,
             IntegrationMsg::Observe(reply) => {
                 let _ = reply.send(state.report());
             }

@@ -203,18 +203,19 @@ impl HealthReport {
 /// The message an observable actor answers with its report.
 pub struct ObserveHealth(pub RpcReplyPort<HealthReport>);
 
-/// The last report an actor gave, kept by whoever observes it.
+/// The last report an actor gave, kept by whoever observes it. Empty until the first
+/// observation, so that a hundred thousand idle children cost a pointer each.
 #[derive(Debug, Clone, Default)]
-pub struct ReportCache(Arc<Mutex<Option<HealthReport>>>);
+pub struct ReportCache(Arc<Mutex<Option<Box<HealthReport>>>>);
 
 impl ReportCache {
     pub fn store(&self, report: &HealthReport) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(report.clone()));
     }
 
     /// The last report, marked stale.
     pub fn stale(&self) -> Option<HealthReport> {
-        let mut report = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let mut report = *self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
         report.stale = true;
         Some(report)
     }

@@ -533,6 +533,14 @@ impl SupervisorState {
                 cache: child.cache.clone(),
             })
             .collect();
+        let mut by_status = std::collections::BTreeMap::<&str, usize>::new();
+        for (_, child) in self.children.values() {
+            *by_status.entry(child.status.as_str()).or_default() += 1;
+        }
+        report.details.insert(
+            "children_by_status".into(),
+            serde_json::to_value(by_status).unwrap_or_default(),
+        );
         if listed && children.len() < self.children.len() {
             report
                 .details

@@ -88,7 +88,9 @@ async fn require_token(
 
 /// Ready when the root supervisor answers and no supervisor is failing or restarting.
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
-    let tree = state.tree.health().await;
+    // The root's children (store, vault, connectors) say all readiness needs; their
+    // own children (tens of thousands of integrations) are not asked.
+    let tree = state.tree.health_with(services_only()).await;
     let (ready, body) = readiness(&tree, state.tree.is_running());
     let status = if ready {
         StatusCode::OK
@@ -105,11 +107,14 @@ fn readiness(tree: &HealthReport, root_running: bool) -> (bool, serde_json::Valu
         .walk()
         .into_iter()
         .filter(|(_, node)| matches!(node.kind.as_str(), "supervisor" | "connector"))
+        // A connector still loading its integrations is `starting`, a busy one stale:
+        // neither is ready yet.
         .filter(|(_, node)| {
-            matches!(
-                node.status,
-                Status::Failed | Status::Backoff | Status::Restarting
-            )
+            node.stale
+                || matches!(
+                    node.status,
+                    Status::Failed | Status::Backoff | Status::Restarting | Status::Starting
+                )
         })
         .map(|(_, node)| node.name.as_str())
         .collect();
@@ -265,7 +270,9 @@ async fn validate_integration(
 }
 
 async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
-    let text = metrics::render(&state.tree.health().await);
+    // Per-integration series would be tens of thousands: connectors report counts
+    // by status instead (see metrics::render).
+    let text = metrics::render(&state.tree.health_with(services_only()).await);
     (
         [(
             header::CONTENT_TYPE,
@@ -367,6 +374,14 @@ fn vault_error(error: VaultError) -> ApiError {
     ApiError::unavailable(error.to_string())
 }
 
+/// The root and its direct children, without listing what is below them.
+fn services_only() -> ObserveOptions {
+    ObserveOptions {
+        depth: Some(1),
+        ..ObserveOptions::default()
+    }
+}
+
 fn tree_error(error: TreeError) -> ApiError {
     match error {
         TreeError::UnknownConnector(_) | TreeError::UnknownIntegration(_) => {
@@ -424,8 +439,13 @@ mod tests {
     }
 
     #[test]
-    fn a_connector_in_backoff_or_failed_is_not_ready() {
-        for status in [Status::Backoff, Status::Failed, Status::Restarting] {
+    fn a_connector_in_backoff_failed_or_still_loading_is_not_ready() {
+        for status in [
+            Status::Backoff,
+            Status::Failed,
+            Status::Restarting,
+            Status::Starting,
+        ] {
             let (ready, body) = readiness(&tree(status), true);
             assert!(!ready);
             assert_eq!(

@@ -24,7 +24,18 @@ pub fn render(tree: &HealthReport) -> String {
     let status = Family::<Labels, Gauge>::default();
     let stale = Family::<Labels, Gauge>::default();
     let breaker = Family::<Labels, Gauge>::default();
+    let children = Family::<Labels, Gauge>::default();
     for (parent, node) in tree.walk() {
+        if let Some(serde_json::Value::Object(by_status)) = node.details.get("children_by_status") {
+            for (child_status, count) in by_status {
+                children
+                    .get_or_create(&vec![
+                        ("supervisor", node.name.clone()),
+                        ("status", child_status.clone()),
+                    ])
+                    .set(count.as_i64().unwrap_or(0));
+            }
+        }
         let actor = |extra: Option<(&'static str, String)>| {
             let mut labels: Labels = vec![
                 ("actor", node.name.clone()),
