@@ -60,22 +60,7 @@ impl CredentialStore for VaultCredentials {
             integrations::credentials(&self.store, &integration.organization_id, &integration.id)
                 .await
                 .map_err(|e| e.to_string())?;
-        let items = rows
-            .iter()
-            .map(|row| {
-                (
-                    Binding::new(
-                        &row.organization_id,
-                        &row.integration_id,
-                        &row.credential_type,
-                    ),
-                    Sealed {
-                        key_id: row.encryption_key_id.clone(),
-                        ciphertext: row.ciphertext.clone(),
-                    },
-                )
-            })
-            .collect();
+        let items = rows.iter().map(Sealed::from_row).collect();
         let plaintexts = self
             .vault
             .decrypt_batch(items)

@@ -67,15 +67,3 @@ pub async fn list(
     })?;
     Ok(entries)
 }
-
-/// The latest entries of the whole daemon (admin), newest first.
-pub async fn list_all(store: &Store, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-    let entries = with_conn!(store, |conn| {
-        audit_log::table
-            .order((audit_log::created_at.desc(), audit_log::id.desc()))
-            .limit(limit)
-            .load::<AuditEntry>(conn)
-            .await
-    })?;
-    Ok(entries)
-}

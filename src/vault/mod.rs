@@ -99,6 +99,23 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
+impl Sealed {
+    /// A stored credential as the vault reads it: where it belongs and its ciphertext.
+    pub fn from_row(row: &integrations::StoredCredential) -> (Binding, Sealed) {
+        (
+            Binding::new(
+                &row.organization_id,
+                &row.integration_id,
+                &row.credential_type,
+            ),
+            Sealed {
+                key_id: row.encryption_key_id.clone(),
+                ciphertext: row.ciphertext.clone(),
+            },
+        )
+    }
+}
+
 /// Plaintext going in or out of the vault.
 pub type Plaintext = Secret<Vec<u8>>;
 

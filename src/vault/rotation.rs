@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{Binding, Sealed, Vault, VaultError};
+use super::{Sealed, Vault, VaultError};
 use crate::store::{Store, integrations};
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,22 +64,7 @@ pub async fn reencrypt(
             break;
         };
         after = Some(last.id.clone());
-        let items = rows
-            .iter()
-            .map(|row| {
-                (
-                    Binding::new(
-                        &row.organization_id,
-                        &row.integration_id,
-                        &row.credential_type,
-                    ),
-                    Sealed {
-                        key_id: row.encryption_key_id.clone(),
-                        ciphertext: row.ciphertext.clone(),
-                    },
-                )
-            })
-            .collect();
+        let items = rows.iter().map(Sealed::from_row).collect();
         let results = vault.reencrypt(items).await?;
         let mut swaps = Vec::with_capacity(rows.len());
         for (row, result) in rows.into_iter().zip(results) {
