@@ -10,6 +10,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:9090".to_string());
+    switchboard::install_crypto_provider();
     let mut request = reqwest::Client::new().get(format!("{base}/admin/actors"));
     if let Ok(token) = std::env::var("SWITCHBOARD_ADMIN_TOKEN") {
         request = request.bearer_auth(token);

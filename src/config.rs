@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use switchboard_actors::{Backoff, BreakerConfig, Intensity, Strategy};
 
 use crate::connectors::ConnectorsConfig;
+use crate::pipeline::PipelineConfig;
+use crate::pipeline::routes::RouteConfig;
 use crate::secret::Secret;
 
 /// Settings that hold secrets, and so may be given as `<key>_file` instead.
@@ -31,6 +33,7 @@ const SECRET_KEYS: &[&str] = &[
     "secret_access_key",
     "url",
     "previous_master_keys",
+    "secret",
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,6 +55,11 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub integrations: IntegrationsConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// `[[routes]]`: where an organization's events go after their connector.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub connectors: ConnectorsConfig,
 }
@@ -484,6 +492,21 @@ impl Config {
                 "integrations.public_url",
                 "must be an http(s) URL",
             ));
+        }
+        if self.pipeline.max_body_bytes == 0 {
+            problems.push(Problem::new(
+                "pipeline.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.pipeline.max_batch == 0 {
+            problems.push(Problem::new("pipeline.max_batch", "must be at least 1"));
+        }
+        if self.pipeline.max_attempts == 0 {
+            problems.push(Problem::new("pipeline.max_attempts", "must be at least 1"));
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            problems.extend(route.problems(index));
         }
         problems.extend(self.connectors.validate());
         problems

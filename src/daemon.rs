@@ -63,6 +63,7 @@ impl Daemon {
         connectors: ConnectorSet,
         shutdown: Shutdown,
     ) -> Result<Daemon, DaemonError> {
+        crate::install_crypto_provider();
         let store = Store::connect(&config.database)?;
         let services = Services {
             connectors,
@@ -102,6 +103,17 @@ impl Daemon {
             serve(
                 api_listener,
                 api::router(Arc::new(api::ApiState {
+                    ingress: Arc::new(crate::http::webhooks::IngressState {
+                        tree: Arc::clone(&tree),
+                        store: tree.store().clone(),
+                        tolerance: config
+                            .connectors
+                            .webhook
+                            .as_ref()
+                            .map_or(Duration::from_secs(300), |w| w.timestamp_tolerance),
+                        secrets: Default::default(),
+                    }),
+                    max_body_bytes: config.pipeline.max_body_bytes,
                     tree: Arc::clone(&tree),
                     store: tree.store().clone(),
                     public_url: config.integrations.public_url.clone(),

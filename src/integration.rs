@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::connectors::{Connector, ConnectorError, CredentialValue, Credentials};
+use crate::pipeline::{Envelope, Pipeline};
 use crate::secret::Secret;
+use crate::store::events;
 use crate::store::integrations::{self, Integration, NewCredential, STATUS_ACTIVE, STATUS_ERROR};
 use crate::store::{self, Store, audit};
 use crate::vault::{Binding, Sealed, Vault};
@@ -176,6 +178,8 @@ pub struct IntegrationServices {
     pub refresh_attempts: u32,
     pub backoff: Backoff,
     pub validation_spread: Duration,
+    /// Event processing; `None` where the actor only keeps credentials (tests).
+    pub pipeline: Option<Arc<Pipeline>>,
 }
 
 #[derive(Clone)]
@@ -199,6 +203,8 @@ pub enum IntegrationMsg {
     /// Check the credentials with the provider; the reply (if any) gets the outcome.
     Validate(Option<RpcReplyPort<Result<(), String>>>),
     RefreshCredentials,
+    /// Process the next pending event, if any (sent by the inbox when events arrive).
+    ProcessEvents,
     Observe(RpcReplyPort<HealthReport>),
 }
 
@@ -221,8 +227,13 @@ pub struct IntegrationState {
     last_error: Option<String>,
     refresh_failures: u32,
     /// The pending refresh; replaced when rescheduled, aborted when the actor stops.
-    refresh_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<IntegrationMsg>>>>,
+    refresh_timer: Option<Timer>,
+    /// The next event retry, likewise.
+    events_timer: Option<Timer>,
+    events_processed: u64,
 }
+
+type Timer = JoinHandle<Result<(), ractor::MessagingErr<IntegrationMsg>>>;
 
 /// A provider call refused before it was made, or failed.
 enum CallError {
@@ -363,6 +374,87 @@ impl IntegrationState {
         }
     }
 
+    fn schedule_events(&mut self, myself: &ActorRef<IntegrationMsg>, delay: Duration) {
+        if let Some(timer) = self.events_timer.take() {
+            timer.abort();
+        }
+        self.events_timer = Some(myself.send_after(delay, || IntegrationMsg::ProcessEvents));
+    }
+
+    /// Processes the oldest pending event: the connector's handler, then the routes.
+    /// A failure is retried after a backoff, and later events wait for it (order is
+    /// kept); out of attempts, the event is `dead` and the next one goes.
+    async fn process_next_event(&mut self, myself: &ActorRef<IntegrationMsg>) {
+        let Some(pipeline) = self.services.pipeline.clone() else {
+            return;
+        };
+        let event = match events::next_pending(&pipeline.store, &self.integration.id).await {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(error) => {
+                warn!(integration_id = %self.integration.id, error = %error, "reading events failed");
+                self.schedule_events(myself, pipeline.retry.delay(1));
+                return;
+            }
+        };
+        if let Some(due) = event.next_attempt_at
+            && let Ok(wait) = (due - store::now()).to_std()
+            && !wait.is_zero()
+        {
+            self.schedule_events(myself, wait);
+            return;
+        }
+        let envelope = Envelope::from_event(&event);
+        let connector = Arc::clone(&self.services.connector);
+        let outcome = match self.call_provider(connector.handle_event(&envelope)).await {
+            Ok(()) => pipeline.routes.dispatch(&envelope).await.map(|_| ()),
+            Err(error) => Err(error.message()),
+        };
+        let recorded = match outcome {
+            Ok(()) => {
+                self.events_processed += 1;
+                pipeline.metrics.processed.inc();
+                events::mark_done(&pipeline.store, &event.id).await
+            }
+            Err(reason) => {
+                let attempts = event.attempts.saturating_add(1);
+                self.last_error = Some(format!("event {} failed: {reason}", event.id));
+                if u32::try_from(attempts).unwrap_or(u32::MAX) >= pipeline.max_attempts {
+                    warn!(integration_id = %self.integration.id, event_id = %event.id, attempts, error = %reason, "event dead");
+                    pipeline.metrics.dead.inc();
+                    events::mark_failed(&pipeline.store, &event.id, attempts, &reason, None).await
+                } else {
+                    let delay = pipeline
+                        .retry
+                        .delay(u32::try_from(attempts).unwrap_or(u32::MAX));
+                    let due = store::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                    pipeline.metrics.retried.inc();
+                    let recorded = events::mark_failed(
+                        &pipeline.store,
+                        &event.id,
+                        attempts,
+                        &reason,
+                        Some(due),
+                    )
+                    .await;
+                    self.schedule_events(myself, delay);
+                    return log_unrecorded(&self.integration.id, recorded);
+                }
+            }
+        };
+        match recorded {
+            Ok(()) => {
+                // The next one, behind whatever else is in the mailbox.
+                let _ = myself.send_message(IntegrationMsg::ProcessEvents);
+            }
+            Err(error) => {
+                // Not recorded: it stays pending and is processed again (at least once).
+                warn!(integration_id = %self.integration.id, error = %error, "event outcome not recorded");
+                self.schedule_events(myself, pipeline.retry.delay(1));
+            }
+        }
+    }
+
     async fn mark_error(&mut self, reason: &str) {
         if self.integration.status != STATUS_ERROR {
             warn!(integration_id = %self.integration.id, reason, "integration in error");
@@ -429,6 +521,8 @@ impl Actor for IntegrationActor {
             last_error: None,
             refresh_failures: 0,
             refresh_timer: None,
+            events_timer: None,
+            events_processed: 0,
         })
     }
 
@@ -448,6 +542,10 @@ impl Actor for IntegrationActor {
         if let Some(delay) = state.refresh_delay() {
             state.schedule_refresh(&myself, delay);
         }
+        // Events that arrived while the actor was down (or the daemon was) come first.
+        if state.services.pipeline.is_some() {
+            myself.send_message(IntegrationMsg::ProcessEvents)?;
+        }
         Ok(())
     }
 
@@ -456,7 +554,10 @@ impl Actor for IntegrationActor {
         _myself: ActorRef<IntegrationMsg>,
         state: &mut IntegrationState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.refresh_timer.take() {
+        for timer in [state.refresh_timer.take(), state.events_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             timer.abort();
         }
         Ok(())
@@ -479,10 +580,17 @@ impl Actor for IntegrationActor {
                 }
             }
             IntegrationMsg::RefreshCredentials => Box::pin(state.refresh(&myself)).await,
+            IntegrationMsg::ProcessEvents => Box::pin(state.process_next_event(&myself)).await,
             IntegrationMsg::Observe(reply) => {
                 let _ = reply.send(state.report());
             }
         }
         Ok(())
+    }
+}
+
+fn log_unrecorded(integration_id: &str, recorded: Result<(), crate::store::StoreError>) {
+    if let Err(error) = recorded {
+        warn!(integration_id, error = %error, "event retry not recorded; it is retried anyway");
     }
 }

@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod http;
 pub mod integration;
 pub mod logging;
+pub mod pipeline;
 pub mod secret;
 pub mod shutdown;
 pub mod store;
@@ -36,3 +37,9 @@ pub mod vault;
 pub use config::Config;
 pub use daemon::{Daemon, DaemonError, run};
 pub use shutdown::Shutdown;
+
+/// Installs the process's one TLS crypto provider (ring) for every client; harmless
+/// when one is installed already.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

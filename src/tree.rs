@@ -25,7 +25,12 @@ use crate::connectors::{self, Connector, ConnectorSet};
 use crate::integration::{
     self, IntegrationArgs, IntegrationMsg, IntegrationServices, VaultCredentials,
 };
+use crate::pipeline::Pipeline;
+use crate::pipeline::inbox::{INBOX, InboxActor, InboxArgs, InboxMsg};
+use crate::pipeline::metrics::PipelineMetrics;
+use crate::pipeline::routes::Routes;
 use crate::store::Store;
+use crate::store::events;
 use crate::store::integrations::{self as integration_rows, Integration};
 use crate::store::monitor::{STORE, StoreMonitor, StoreMonitorArgs, StoreMonitorMsg};
 use crate::vault::{CredentialVault, MasterKey, VAULT, Vault, VaultArgs, VaultMsg};
@@ -62,6 +67,7 @@ pub struct ActorTree {
     services: std::collections::BTreeMap<String, Arc<IntegrationServices>>,
     observe_timeout: Duration,
     store: Store,
+    metrics: Arc<PipelineMetrics>,
 }
 
 impl ActorTree {
@@ -107,6 +113,33 @@ impl ActorTree {
             .shutdown(supervision.shutdown_timeout),
         );
 
+        let metrics = Arc::new(PipelineMetrics::default());
+        let inbox = InboxArgs {
+            store: services.store.clone(),
+            max_batch: config.pipeline.max_batch,
+            registry: registry.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        root = root.child(
+            ChildSpec::actor(INBOX, "inbox", move || (InboxActor, inbox.clone()))
+                .observed_with::<InboxMsg>()
+                .shutdown(supervision.shutdown_timeout),
+        );
+        let pipeline = Arc::new(Pipeline {
+            store: services.store.clone(),
+            routes: Arc::new(Routes::new(
+                &config.routes,
+                &config.circuit_breaker,
+                Duration::from_secs(10),
+            )),
+            retry: switchboard_actors::Backoff::new(
+                config.pipeline.retry_base,
+                config.pipeline.retry_cap,
+            ),
+            max_attempts: config.pipeline.max_attempts,
+            metrics: Arc::clone(&metrics),
+        });
+
         let vault = Vault::in_registry(registry.clone());
         let mut names = Vec::new();
         let mut running = std::collections::BTreeMap::new();
@@ -122,6 +155,7 @@ impl ActorTree {
                 refresh_attempts: config.integrations.refresh_attempts,
                 backoff: supervision.backoff(),
                 validation_spread: config.integrations.validation_spread,
+                pipeline: Some(Arc::clone(&pipeline)),
             });
             let spec = connector_supervisor(
                 connector.as_ref(),
@@ -167,7 +201,16 @@ impl ActorTree {
             services: running,
             observe_timeout: supervision.observe_timeout,
             store: services.store,
+            metrics,
         })
+    }
+
+    pub fn pipeline_metrics(&self) -> &PipelineMetrics {
+        &self.metrics
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn store(&self) -> &Store {
@@ -315,6 +358,16 @@ impl ActorTree {
         switchboard_actors::observe(&actor, self.observe_timeout, &ReportCache::default()).await
     }
 
+    /// Tells an integration's actor it has events to process (if it is running).
+    pub fn wake_integration(&self, id: &str) {
+        if let Some(actor) = self
+            .registry
+            .lookup::<IntegrationMsg>(&integration::actor_name(id))
+        {
+            let _ = actor.send_message(IntegrationMsg::ProcessEvents);
+        }
+    }
+
     /// Asks an integration's actor to validate its credentials now.
     pub async fn validate_integration(&self, id: &str) -> Option<Result<(), String>> {
         let actor = self
@@ -367,6 +420,10 @@ fn connector_supervisor(
             );
             async move {
                 store_ready.wait_for(|ready| *ready).await?;
+                let buried = events::bury_orphans(&store, &name).await?;
+                if buried > 0 {
+                    warn!(connector = %name, events = buried, "pending events of integrations that are gone are now dead");
+                }
                 let live = integration_rows::live_with_expiry(&store, &name).await?;
                 Ok(live
                     .into_iter()

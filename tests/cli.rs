@@ -119,6 +119,7 @@ fn serve_refuses_a_public_admin_listener_without_a_token() {
 
 #[tokio::test]
 async fn serve_shuts_down_gracefully_on_sigterm_and_sigint() {
+    switchboard::install_crypto_provider();
     for signal in ["-TERM", "-INT"] {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = config_file(
@@ -210,7 +211,7 @@ fn organizations_tokens_and_keys_are_managed_from_the_command_line() {
     std::fs::write(dir.path().join("config.toml"), "").expect("empty config: the defaults");
 
     let (code, out, _) = run_in(dir.path(), &["migrate"]);
-    assert_eq!((code, out.trim()), (0, "applied 1 migration(s)"));
+    assert_eq!((code, out.trim()), (0, "applied 2 migration(s)"));
     let (code, out, _) = run_in(dir.path(), &["migrate"]);
     assert_eq!((code, out.trim()), (0, "applied 0 migration(s)"));
 

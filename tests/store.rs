@@ -64,20 +64,20 @@ async fn migrations_apply_revert_and_apply_again(#[case] backend: Db) {
     let Some(db) = TestDb::unmigrated(backend).await else {
         return;
     };
-    assert_eq!(db.store.migrate().await.expect("apply"), 1);
+    assert_eq!(db.store.migrate().await.expect("apply"), 2);
     assert_eq!(db.store.migrate().await.expect("nothing pending"), 0);
     organizations::create(&db.store, "before")
         .await
         .expect("tables exist");
 
-    assert_eq!(db.store.revert_all().await.expect("revert"), 1);
+    assert_eq!(db.store.revert_all().await.expect("revert"), 2);
     let gone = organizations::list(&db.store).await;
     assert!(
         matches!(gone, Err(StoreError::Query(_))),
         "tables dropped: {gone:?}"
     );
 
-    assert_eq!(db.store.migrate().await.expect("re-apply"), 1);
+    assert_eq!(db.store.migrate().await.expect("re-apply"), 2);
     assert!(
         organizations::list(&db.store)
             .await

@@ -9,6 +9,7 @@
 //! plainly that it is not available instead of pretending to connect.
 
 mod config;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
+use crate::pipeline::Envelope;
 use crate::secret::Secret;
 use switchboard_actors::Quota;
 
@@ -112,6 +114,10 @@ pub struct AuthorizeRequest {
 #[derive(Debug, Clone, Default)]
 pub struct CallbackRequest {
     pub organization_id: String,
+    /// The pending integration being completed.
+    pub integration_id: String,
+    /// Where this daemon's API is reached from outside (`integrations.public_url`).
+    pub public_url: String,
     pub code: Option<Secret>,
     pub installation_id: Option<String>,
     /// Credentials entered by the tenant (the api_key flow).
@@ -134,6 +140,9 @@ pub struct Authorized {
     pub external_id: Option<String>,
     pub metadata: serde_json::Value,
     pub credentials: Vec<CredentialValue>,
+    /// Shown to the tenant once, in the callback's answer, and never stored in the
+    /// clear (a generated webhook signing secret, for one).
+    pub reveal: Option<serde_json::Value>,
 }
 
 /// An integration's credentials, decrypted for one call and dropped (zeroized) after.
@@ -218,6 +227,12 @@ pub trait Connector: Send + Sync + 'static {
     async fn revoke(&self, _credentials: &Credentials) -> Result<(), ConnectorError> {
         Err(ConnectorError::NotSupported)
     }
+
+    /// Handles one of the integration's events (already durable), before the routes
+    /// see it. An `Err` fails this attempt; the event is retried.
+    async fn handle_event(&self, _event: &Envelope) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 /// The connectors this daemon runs, by name.
@@ -234,8 +249,12 @@ impl fmt::Debug for ConnectorSet {
 
 impl ConnectorSet {
     /// The connectors built from the configuration's sections (those this build implements).
-    pub fn from_config(_config: &ConnectorsConfig) -> Self {
-        Self::default()
+    pub fn from_config(config: &ConnectorsConfig) -> Self {
+        let mut set = Self::default();
+        if let Some(webhook) = &config.webhook {
+            set = set.with(Arc::new(webhook::WebhookConnector::build(webhook)));
+        }
+        set
     }
 
     pub fn with(mut self, connector: Arc<dyn Connector>) -> Self {

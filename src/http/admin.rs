@@ -18,7 +18,7 @@ use switchboard_actors::{HealthReport, ObserveOptions, Status};
 
 use super::{ApiError, metrics};
 use crate::secret::Secret;
-use crate::store::{integrations, vault_keys};
+use crate::store::{events, integrations, vault_keys};
 use crate::tree::{ActorTree, TreeError};
 use crate::vault::VaultError;
 use crate::vault::rotation::{self, RotationReport};
@@ -56,6 +56,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/admin/integrations/{id}/validate",
             post(validate_integration),
         )
+        .route("/admin/events", get(list_events))
+        .route("/admin/events/{id}/replay", post(replay_event))
         .route("/admin/vault", get(vault_status))
         .route("/admin/vault/rotate", post(rotate_vault))
         .route("/metrics", get(prometheus))
@@ -134,7 +136,8 @@ fn readiness(tree: &HealthReport, root_running: bool) -> (bool, serde_json::Valu
     };
     let (store_ok, store) = service("store");
     let (vault_ok, vault) = service("vault");
-    let ready = root_ok && unsettled.is_empty() && store_ok && vault_ok;
+    let (inbox_ok, inbox) = service("inbox");
+    let ready = root_ok && unsettled.is_empty() && store_ok && vault_ok && inbox_ok;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
@@ -142,6 +145,7 @@ fn readiness(tree: &HealthReport, root_running: bool) -> (bool, serde_json::Valu
             "supervisors": check(unsettled.is_empty(), format!("not running: {}", unsettled.join(", "))),
             "store": store,
             "vault": vault,
+            "inbox": inbox,
         }
     });
     (ready, body)
@@ -272,7 +276,10 @@ async fn validate_integration(
 async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
     // Per-integration series would be tens of thousands: connectors report counts
     // by status instead (see metrics::render).
-    let text = metrics::render(&state.tree.health_with(services_only()).await);
+    let text = metrics::render(
+        &state.tree.health_with(services_only()).await,
+        Some(state.tree.pipeline_metrics()),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -281,6 +288,58 @@ async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    status: Option<String>,
+    integration_id: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Events by status (`pending`, `done`, `dead`) and integration, oldest first.
+async fn list_events(
+    State(state): State<Arc<AdminState>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    if let Some(status) = query.status.as_deref()
+        && ![events::PENDING, events::DONE, events::DEAD].contains(&status)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("unknown status '{status}'"),
+        ));
+    }
+    let found = events::list(
+        state.tree.store(),
+        query.status.as_deref(),
+        query.integration_id.as_deref(),
+        query.limit.unwrap_or(100).clamp(1, 10_000),
+    )
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(json!({"events": found})))
+}
+
+/// Puts an event back to pending; its integration processes it again, in order.
+async fn replay_event(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let event = events::replay(state.tree.store(), &id)
+        .await
+        .map_err(|error| match error {
+            crate::store::StoreError::NotFound => ApiError::not_found(format!("no event '{id}'")),
+            other => ApiError::unavailable(other.to_string()),
+        })?;
+    if let Some(integration_id) = &event.integration_id {
+        state.tree.wake_integration(integration_id);
+    }
+    Ok(Json(json!({"event": event})))
 }
 
 /// Key ids, which one is active, how many credentials each protects, and the rotation.
@@ -401,6 +460,8 @@ mod tests {
             .push(HealthReport::new("store", "store", Status::Running));
         root.children
             .push(HealthReport::new("vault", "vault", Status::Running));
+        root.children
+            .push(HealthReport::new("inbox", "inbox", Status::Running));
         root.children.push(HealthReport::new(
             "connector:github",
             "connector",

@@ -27,11 +27,14 @@ use crate::integration::{self, CredentialStore, VaultCredentials};
 use crate::secret::Secret;
 use crate::store::integrations::{self, Integration};
 use crate::store::oauth_states::{self, StateError};
-use crate::store::{Store, StoreError, audit, tokens};
+use crate::store::{Store, StoreError, audit, events, tokens};
 use crate::tree::ActorTree;
 
 pub struct ApiState {
     pub tree: Arc<ActorTree>,
+    /// Webhook ingress, mounted beside the tenant API.
+    pub ingress: Arc<super::webhooks::IngressState>,
+    pub max_body_bytes: usize,
     pub store: Store,
     /// Where providers send browsers back: `<public_url>/oauth/<connector>/callback`.
     pub public_url: String,
@@ -57,11 +60,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
             .route(&format!("{path}/"), route);
     }
     let tenant = tenant.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let ingress = super::webhooks::router(Arc::clone(&state.ingress), state.max_body_bytes);
     Router::new()
         .merge(tenant)
         .route("/oauth/{connector}/callback", get(browser_callback))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
+        .merge(ingress)
 }
 
 async fn authenticate(
@@ -204,12 +209,14 @@ async fn callback(
     oauth_states::consume(&state.store, &body.state, Some(&org), &body.connector_type)
         .await
         .map_err(state_error)?;
-    let integration = complete(
+    let (integration, reveal) = complete(
         &state,
         &org,
         &body.connector_type,
         CallbackRequest {
             organization_id: org.clone(),
+            integration_id: String::new(),
+            public_url: String::new(),
             code: body.code.map(Secret::new),
             installation_id: body.installation_id,
             credentials: body
@@ -222,11 +229,12 @@ async fn callback(
         },
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"integration": integration_json(&integration)})),
-    )
-        .into_response())
+    let mut answer = json!({"integration": integration_json(&integration)});
+    if let Some(reveal) = reveal {
+        // Shown this once (a generated signing secret): it is stored encrypted only.
+        answer["reveal"] = reveal;
+    }
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 /// Completes the organization's pending authorization: credentials from the provider,
@@ -235,8 +243,8 @@ async fn complete(
     state: &ApiState,
     org: &str,
     connector_type: &str,
-    request: CallbackRequest,
-) -> Result<Integration, ApiError> {
+    mut request: CallbackRequest,
+) -> Result<(Integration, Option<Value>), ApiError> {
     let connector = state
         .tree
         .connector(connector_type)
@@ -252,6 +260,8 @@ async fn complete(
                 "this authorization was replaced or revoked: start again",
             )
         })?;
+    request.integration_id = pending.id.clone();
+    request.public_url = state.public_url.trim_end_matches('/').to_string();
     let authorized = connector
         .complete(&request)
         .await
@@ -298,7 +308,7 @@ async fn complete(
         json!({"connector_type": connector_type, "external_id": active.external_id}),
     )
     .await;
-    Ok(active)
+    Ok((active, authorized.reveal))
 }
 
 #[derive(Deserialize)]
@@ -343,13 +353,15 @@ async fn browser_callback(
         };
     let request = CallbackRequest {
         organization_id: consumed.organization_id.clone(),
+        integration_id: String::new(),
+        public_url: String::new(),
         code: query.code.map(Secret::new),
         installation_id: query.installation_id,
         credentials: BTreeMap::new(),
         redirect_url: redirect_url(&state.public_url, &connector_type),
     };
     match complete(&state, &consumed.organization_id, &connector_type, request).await {
-        Ok(integration) => {
+        Ok((integration, _)) => {
             oauth_pages::success(&connector_type, integration.external_id.as_deref())
         }
         Err(error) => oauth_pages::failure(error.status(), error.message()),
@@ -432,6 +444,12 @@ async fn revoke(
             StoreError::NotFound => ApiError::not_found("no such integration"),
             other => store_error(other),
         })?;
+    // Its events that were still waiting can no longer be handled: dead, not dropped.
+    if let Err(error) =
+        events::bury_pending(&state.store, &found.id, "the integration was revoked").await
+    {
+        warn!(integration_id = %found.id, error = %error, "pending events of a revoked integration not marked dead");
+    }
     if let Err(error) = state
         .tree
         .remove_integration(&found.connector_type, &found.id)

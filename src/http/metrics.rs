@@ -8,11 +8,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use switchboard_actors::{BreakerState, HealthReport, Status};
 
+use crate::pipeline::metrics::PipelineMetrics;
+
 type Labels = Vec<(&'static str, String)>;
 
-/// The text exposition of `tree` (and build info).
-pub fn render(tree: &HealthReport) -> String {
+/// The text exposition of `tree`, build info and the pipeline's series.
+pub fn render(tree: &HealthReport, pipeline: Option<&PipelineMetrics>) -> String {
     let mut registry = Registry::with_prefix("switchboard");
+    if let Some(pipeline) = pipeline {
+        pipeline.register(&mut registry);
+    }
 
     let build_info = Family::<Labels, Gauge>::default();
     build_info
@@ -103,7 +108,7 @@ mod tests {
         slack.restarts = 3;
         slack.manual_restarts = 1;
         root.children.push(slack);
-        let text = render(&root);
+        let text = render(&root, Some(&PipelineMetrics::default()));
         assert!(text.contains("switchboard_build_info{version=\""), "{text}");
         assert!(text.contains(
             "switchboard_actor_restarts_total{actor=\"connector:slack\",kind=\"connector\",parent=\"root\",cause=\"failure\"} 3"
@@ -111,6 +116,14 @@ mod tests {
         assert!(text.contains(
             "switchboard_actor_status{actor=\"connector:slack\",kind=\"connector\",parent=\"root\",status=\"backoff\"} 1"
         ), "{text}");
+        assert!(
+            text.contains("switchboard_events_received_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchboard_ingest_latency_seconds_bucket"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -6,5 +6,6 @@ pub mod api;
 mod error;
 pub mod metrics;
 mod oauth_pages;
+pub mod webhooks;
 
 pub use error::ApiError;

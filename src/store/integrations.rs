@@ -547,3 +547,17 @@ pub async fn live_with_expiry(
         })
         .collect())
 }
+
+/// A live integration by id alone: for webhook ingress, where the URL names the
+/// integration and the signature, not a token, proves who is calling.
+pub async fn find_live(store: &Store, id: &str) -> Result<Option<Integration>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        integrations::table
+            .filter(integrations::id.eq(id))
+            .filter(integrations::status.ne(STATUS_REVOKED))
+            .first::<Integration>(conn)
+            .await
+            .optional()
+    })?;
+    Ok(found)
+}

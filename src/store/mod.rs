@@ -9,6 +9,7 @@
 //! once; the [`with_conn!`] and [`write_tx!`] macros expand it for both backends.
 
 pub mod audit;
+pub mod events;
 pub mod integrations;
 pub mod monitor;
 pub mod oauth_states;

@@ -86,6 +86,7 @@ diesel::table! {
         next_attempt_at -> Nullable<Timestamp>,
         last_error -> Nullable<Text>,
         processed_at -> Nullable<Timestamp>,
+        occurred_at -> Nullable<Timestamp>,
     }
 }
 

@@ -88,6 +88,7 @@ impl TestDaemon {
         text: &str,
         connectors: switchboard::connectors::ConnectorSet,
     ) -> TestDaemon {
+        switchboard::install_crypto_provider();
         let config = parse(text);
         let shutdown = Shutdown::new();
         let daemon = Daemon::start_with(&config, connectors, shutdown.clone())

@@ -70,6 +70,7 @@ impl Connector for TestConnector {
             Some(GOOD_CODE) => Ok(Authorized {
                 external_id: Some(format!("acme-account-{}", &request.organization_id[..8])),
                 metadata: serde_json::json!({"plan": "pro"}),
+                reveal: None,
                 credentials: vec![
                     self.access_token(),
                     CredentialValue {

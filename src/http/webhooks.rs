@@ -1,0 +1,153 @@
+//! Webhook ingress: verify, store durably, then acknowledge.
+//!
+//! Nothing is stored before its signature checks out, and nothing is acknowledged
+//! before it is stored: a store that cannot take the event answers 503 so that the
+//! sender retries. A redelivery (same connector and delivery id) is acknowledged and
+//! not stored again. Bodies over `pipeline.max_body_bytes` get 413.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+use tracing::warn;
+
+use super::ApiError;
+use crate::connectors::webhook::{self, SIGNING_SECRET, WebhookConnector};
+use crate::integration::{CredentialStore, VaultCredentials};
+use crate::pipeline::{inbox, standard_webhooks};
+use crate::secret::Secret;
+use crate::store::events::NewEvent;
+use crate::store::{Store, integrations};
+use crate::tree::ActorTree;
+
+pub struct IngressState {
+    pub tree: Arc<ActorTree>,
+    pub store: Store,
+    pub tolerance: Duration,
+    /// Signing secrets by integration, so that a webhook costs no vault round trip.
+    /// A failed verification looks the secret up again before refusing.
+    pub secrets: Mutex<HashMap<String, Secret>>,
+}
+
+pub fn router(state: Arc<IngressState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/webhooks/generic/{integration_id}", post(generic))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn generic(
+    State(state): State<Arc<IngressState>>,
+    Path(integration_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is over the size limit",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            )
+        }
+    })?;
+    let integration = integrations::find_live(&state.store, &integration_id)
+        .await
+        .map_err(|_| ApiError::unavailable("the store is unavailable, retry"))?
+        .filter(|i| i.connector_type == webhook::NAME && i.status == integrations::STATUS_ACTIVE)
+        .ok_or_else(|| ApiError::not_found("no such webhook"))?;
+
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let verify = |secret: &Secret| {
+        standard_webhooks::verify(
+            secret,
+            header(standard_webhooks::ID),
+            header(standard_webhooks::TIMESTAMP),
+            header(standard_webhooks::SIGNATURE),
+            &body,
+            state.tolerance,
+            standard_webhooks::unix_now(),
+        )
+    };
+    let cached = lock(&state.secrets).get(&integration.id).cloned();
+    let verified = match cached.as_ref().map(verify) {
+        Some(Ok(timestamp)) => Ok(timestamp),
+        // Not cached yet, or the secret may have changed: ask the vault.
+        _ => {
+            let secret = signing_secret(&state, &integration).await?;
+            let outcome = verify(&secret);
+            lock(&state.secrets).insert(integration.id.clone(), secret);
+            outcome
+        }
+    };
+    let timestamp = verified.map_err(|error| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            error.to_string(),
+        )
+    })?;
+
+    let delivery_id = header(standard_webhooks::ID)
+        .unwrap_or_default()
+        .to_string();
+    let event = NewEvent {
+        organization_id: Some(integration.organization_id.clone()),
+        integration_id: Some(integration.id.clone()),
+        connector_type: webhook::NAME.to_string(),
+        event_type: WebhookConnector::event_type(&body),
+        delivery_id,
+        payload: String::from_utf8_lossy(&body).into_owned(),
+        occurred_at: chrono::DateTime::from_timestamp(timestamp, 0).map(|t| t.naive_utc()),
+    };
+    let stored = inbox::store(state.tree.registry(), event, Duration::from_secs(10))
+        .await
+        .map_err(|error| {
+            warn!(integration_id = %integration.id, error = %error, "webhook not stored: answered 503");
+            ApiError::unavailable("the event could not be stored, retry")
+        })?;
+    state
+        .tree
+        .pipeline_metrics()
+        .ingest_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(
+        json!({"id": stored.id, "duplicate": stored.duplicate}),
+    ))
+}
+
+async fn signing_secret(
+    state: &IngressState,
+    integration: &integrations::Integration,
+) -> Result<Secret, ApiError> {
+    let credentials = VaultCredentials {
+        store: state.store.clone(),
+        vault: state.tree.vault(),
+    };
+    let loaded = credentials.load(integration).await.map_err(|error| {
+        warn!(integration_id = %integration.id, error = %error, "signing secret unavailable");
+        ApiError::unavailable("the signing secret is unavailable, retry")
+    })?;
+    loaded
+        .get(SIGNING_SECRET)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("no such webhook"))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

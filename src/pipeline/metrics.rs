@@ -1,0 +1,67 @@
+//! The pipeline's Prometheus series: events received, duplicates, processed, retried
+//! and dead, and how long ingest takes (verify + durable write + acknowledgement).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub struct PipelineMetrics {
+    pub received: Counter,
+    pub duplicates: Counter,
+    pub processed: Counter,
+    pub retried: Counter,
+    pub dead: Counter,
+    /// Seconds from a webhook's arrival to its acknowledgement.
+    pub ingest_seconds: Histogram,
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        Self {
+            received: Counter::default(),
+            duplicates: Counter::default(),
+            processed: Counter::default(),
+            retried: Counter::default(),
+            dead: Counter::default(),
+            ingest_seconds: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        }
+    }
+}
+
+impl PipelineMetrics {
+    /// Adds the series to `registry` (clones share their values).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "events_received",
+            "Events stored in the inbox",
+            self.received.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Redeliveries acknowledged and not stored again",
+            self.duplicates.clone(),
+        );
+        registry.register(
+            "events_processed",
+            "Events processed successfully",
+            self.processed.clone(),
+        );
+        registry.register(
+            "events_retried",
+            "Failed processing attempts to be retried",
+            self.retried.clone(),
+        );
+        registry.register(
+            "events_dead",
+            "Events that ran out of attempts or lost their integration",
+            self.dead.clone(),
+        );
+        registry.register(
+            "ingest_latency_seconds",
+            "From a webhook's arrival to its acknowledgement",
+            self.ingest_seconds.clone(),
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! The durable inbox: every event a provider sends is a row here before it is
+//! acknowledged. Rows are de-duplicated on (connector, delivery id), processed in
+//! arrival order per integration (ids are time-ordered UUIDv7), retried, and end
+//! `done` or `dead`.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use super::schema::events;
+use super::{Store, StoreError, new_ordered_id, now};
+use crate::{with_conn, write_tx};
+
+pub const PENDING: &str = "pending";
+pub const DONE: &str = "done";
+pub const DEAD: &str = "dead";
+
+#[derive(Debug, Clone, PartialEq, Queryable, Insertable, Serialize)]
+#[diesel(table_name = events)]
+pub struct Event {
+    pub id: String,
+    pub organization_id: Option<String>,
+    pub integration_id: Option<String>,
+    pub connector_type: String,
+    pub event_type: String,
+    pub delivery_id: String,
+    /// The provider's raw payload, as received.
+    pub payload: String,
+    pub received_at: NaiveDateTime,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<NaiveDateTime>,
+    pub last_error: Option<String>,
+    pub processed_at: Option<NaiveDateTime>,
+    /// When the provider says it happened.
+    pub occurred_at: Option<NaiveDateTime>,
+}
+
+/// An event as ingress hands it over.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub organization_id: Option<String>,
+    pub integration_id: Option<String>,
+    pub connector_type: String,
+    pub event_type: String,
+    pub delivery_id: String,
+    pub payload: String,
+    pub occurred_at: Option<NaiveDateTime>,
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub id: String,
+    /// Already in the inbox (a redelivery): not stored again.
+    pub duplicate: bool,
+}
+
+/// Stores a batch of events in one transaction (group commit); duplicates of stored
+/// events (same connector and delivery id) are skipped and reported as such.
+pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Stored>, StoreError> {
+    let at = now();
+    let rows: Vec<Event> = batch
+        .into_iter()
+        .map(|new| Event {
+            id: new_ordered_id(),
+            organization_id: new.organization_id,
+            integration_id: new.integration_id,
+            connector_type: new.connector_type,
+            event_type: new.event_type,
+            delivery_id: new.delivery_id,
+            payload: new.payload,
+            received_at: at,
+            status: PENDING.to_string(),
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+            processed_at: None,
+            occurred_at: new.occurred_at,
+        })
+        .collect();
+    write_tx!(store, |conn| {
+        let mut stored = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let inserted = diesel::insert_into(events::table)
+                .values(row)
+                .on_conflict((events::connector_type, events::delivery_id))
+                .do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 1 {
+                stored.push(Stored {
+                    id: row.id.clone(),
+                    duplicate: false,
+                });
+            } else {
+                let existing = events::table
+                    .filter(events::connector_type.eq(&row.connector_type))
+                    .filter(events::delivery_id.eq(&row.delivery_id))
+                    .select(events::id)
+                    .first::<String>(conn)
+                    .await?;
+                stored.push(Stored {
+                    id: existing,
+                    duplicate: true,
+                });
+            }
+        }
+        Ok(stored)
+    })
+}
+
+/// The integration's next pending event, the oldest first.
+pub async fn next_pending(
+    store: &Store,
+    integration_id: &str,
+) -> Result<Option<Event>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        events::table
+            .filter(events::integration_id.eq(integration_id))
+            .filter(events::status.eq(PENDING))
+            .order((events::received_at, events::id))
+            .first::<Event>(conn)
+            .await
+            .optional()
+    })?;
+    Ok(found)
+}
+
+pub async fn mark_done(store: &Store, id: &str) -> Result<(), StoreError> {
+    with_conn!(store, |conn| {
+        diesel::update(events::table.find(id))
+            .set((
+                events::status.eq(DONE),
+                events::processed_at.eq(now()),
+                events::next_attempt_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)
+            .await
+    })?;
+    Ok(())
+}
+
+/// Records a failed attempt: retried at `next_attempt_at`, or `dead` when `None`.
+pub async fn mark_failed(
+    store: &Store,
+    id: &str,
+    attempts: i32,
+    error: &str,
+    next_attempt_at: Option<NaiveDateTime>,
+) -> Result<(), StoreError> {
+    let status = if next_attempt_at.is_some() {
+        PENDING
+    } else {
+        DEAD
+    };
+    with_conn!(store, |conn| {
+        diesel::update(events::table.find(id))
+            .set((
+                events::status.eq(status),
+                events::attempts.eq(attempts),
+                events::last_error.eq(error),
+                events::next_attempt_at.eq(next_attempt_at),
+            ))
+            .execute(conn)
+            .await
+    })?;
+    Ok(())
+}
+
+/// Sends every pending event of an integration to `dead` with `reason` (it is gone).
+pub async fn bury_pending(
+    store: &Store,
+    integration_id: &str,
+    reason: &str,
+) -> Result<usize, StoreError> {
+    let buried = with_conn!(store, |conn| {
+        diesel::update(
+            events::table
+                .filter(events::integration_id.eq(integration_id))
+                .filter(events::status.eq(PENDING)),
+        )
+        .set((events::status.eq(DEAD), events::last_error.eq(reason)))
+        .execute(conn)
+        .await
+    })?;
+    Ok(buried)
+}
+
+/// Events by status (and integration), oldest first, for the admin endpoint.
+pub async fn list(
+    store: &Store,
+    status: Option<&str>,
+    integration_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        let mut query = events::table.into_boxed();
+        if let Some(status) = status {
+            query = query.filter(events::status.eq(status));
+        }
+        if let Some(integration_id) = integration_id {
+            query = query.filter(events::integration_id.eq(integration_id));
+        }
+        query
+            .order((events::received_at, events::id))
+            .limit(limit)
+            .load::<Event>(conn)
+            .await
+    })?;
+    Ok(found)
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<Option<Event>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        events::table.find(id).first::<Event>(conn).await.optional()
+    })?;
+    Ok(found)
+}
+
+/// Puts a dead (or done) event back to pending, with its attempts reset.
+pub async fn replay(store: &Store, id: &str) -> Result<Event, StoreError> {
+    write_tx!(store, |conn| {
+        let updated = diesel::update(events::table.find(id))
+            .set((
+                events::status.eq(PENDING),
+                events::attempts.eq(0),
+                events::next_attempt_at.eq(None::<NaiveDateTime>),
+                events::processed_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)
+            .await?;
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(events::table.find(id).first::<Event>(conn).await?)
+    })
+}
+
+/// Sends to `dead` the pending events of a connector whose integration is gone
+/// (revoked or deleted while the daemon was down): they are never dropped silently.
+pub async fn bury_orphans(store: &Store, connector_type: &str) -> Result<usize, StoreError> {
+    use super::schema::integrations;
+    let live = integrations::table
+        .filter(integrations::status.ne(super::integrations::STATUS_REVOKED))
+        .select(integrations::id.nullable());
+    let buried = with_conn!(store, |conn| {
+        diesel::update(
+            events::table
+                .filter(events::connector_type.eq(connector_type))
+                .filter(events::status.eq(PENDING))
+                .filter(diesel::dsl::not(events::integration_id.eq_any(live))),
+        )
+        .set((
+            events::status.eq(DEAD),
+            events::last_error.eq("the integration is gone"),
+        ))
+        .execute(conn)
+        .await
+    })?;
+    Ok(buried)
+}
