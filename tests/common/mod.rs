@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod test_connector;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -71,6 +72,23 @@ impl TestDaemon {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
         let text = config_text(&url, "", extra);
+        Self::start_full(data_dir, &text, connectors).await
+    }
+
+    /// A daemon on an existing database (`url`), from `config.connectors`.
+    pub async fn start_on(url: &str, extra: &str) -> TestDaemon {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let key = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode([5u8; 32])
+        };
+        let text = config_text(
+            url,
+            "",
+            &format!("[vault]\nmaster_key = \"{key}\"\n{extra}"),
+        );
+        let config = parse(&text);
+        let connectors = switchboard::connectors::ConnectorSet::from_config(&config.connectors);
         Self::start_full(data_dir, &text, connectors).await
     }
 

@@ -1,0 +1,474 @@
+//! The event pipeline end to end, on SQLite and on PostgreSQL: generic signed
+//! webhooks in, durable inbox, ordered processing, retries, dead letters, routes out.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::TestDaemon;
+use common::db::{Db, TestDb};
+use common::webhooks::{Receiver, send};
+use rstest::rstest;
+use serde_json::{Value, json};
+use switchboard::pipeline::standard_webhooks::{self, unix_now};
+use switchboard::secret::Secret;
+use switchboard::store::{events, organizations, tokens};
+
+const ROUTE_SECRET: &str = "whsec_cm91dGUtc2VjcmV0LWZvci10ZXN0cw==";
+
+struct Setup {
+    daemon: TestDaemon,
+    receiver: Receiver,
+    url: String,
+    secret: Secret,
+    integration_id: String,
+    _db: TestDb,
+}
+
+/// A daemon with the webhook connector, one route for `order.*` events to a receiver,
+/// and one connected generic webhook.
+async fn setup(backend: Db, pipeline: &str) -> Option<Setup> {
+    let db = TestDb::new(backend).await?;
+    let org = organizations::create(&db.store, "Acme").await.unwrap();
+    let (_, token) = tokens::create(&db.store, &org.id).await.unwrap();
+    let (receiver, addr) = Receiver::start().await;
+    let extra = format!(
+        "[connectors.webhook]\n[pipeline]\nretry_base = \"10ms\"\nretry_cap = \"40ms\"\n{pipeline}\n\
+         [[routes]]\norganization_id = \"{}\"\nconnector = \"webhook\"\nevent_type = \"order.*\"\n\
+         action = \"http.forward\"\nurl = \"http://{addr}/hook\"\nsecret = \"{ROUTE_SECRET}\"\n",
+        org.id
+    );
+    let daemon = TestDaemon::start_on(db.config.url.expose(), &extra).await;
+    daemon.ready().await;
+
+    let (status, started) = daemon
+        .call_api(
+            token.expose(),
+            "/integrations/authorize",
+            json!({"connector_type": "webhook"}),
+        )
+        .await;
+    assert_eq!(
+        (status, started["type"].clone()),
+        (200, json!("api_key")),
+        "{started}"
+    );
+    let (status, done) = daemon
+        .call_api(
+            token.expose(),
+            "/integrations/callback",
+            json!({"connector_type": "webhook", "state": started["state"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{done}");
+    let url = done["reveal"]["url"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1:8080", &daemon.api.to_string());
+    let secret = Secret::new(done["reveal"]["signing_secret"].as_str().unwrap());
+    let integration_id = done["integration"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        done["integration"]["metadata"]["url"],
+        done["reveal"]["url"]
+    );
+    Some(Setup {
+        daemon,
+        receiver,
+        url,
+        secret,
+        integration_id,
+        _db: db,
+    })
+}
+
+async fn events_of(setup: &Setup, status: &str) -> Vec<Value> {
+    let (code, body) = setup
+        .daemon
+        .get_json(&format!(
+            "/admin/events?status={status}&integration_id={}&limit=1000",
+            setup.integration_id
+        ))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    body["events"].as_array().unwrap().clone()
+}
+
+async fn wait_for(setup: &Setup, status: &str, count: usize) -> Vec<Value> {
+    for _ in 0..500 {
+        let found = events_of(setup, status).await;
+        if found.len() >= count {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "never {count} {status} events: {:?}",
+        events_of(setup, status).await
+    );
+}
+
+fn order(n: usize) -> String {
+    json!({"type": "order.created", "order": n}).to_string()
+}
+
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_stored_once_processed_in_order_and_forwarded_signed(#[case] backend: Db) {
+    let Some(setup) = setup(backend, "").await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let now = unix_now();
+
+    // 40 concurrent senders, then a redelivery of one of them.
+    let sends: Vec<_> = (0..40)
+        .map(|n| {
+            let (http, url, secret) = (http.clone(), setup.url.clone(), setup.secret.clone());
+            tokio::spawn(async move {
+                send(
+                    &http,
+                    &url,
+                    &secret,
+                    &format!("msg_{n}"),
+                    now,
+                    &order(n),
+                    None,
+                )
+                .await
+            })
+        })
+        .collect();
+    for sent in sends {
+        let (status, body) = sent.await.unwrap();
+        assert_eq!(
+            (status, body["duplicate"].clone()),
+            (200, json!(false)),
+            "{body}"
+        );
+    }
+    let (status, body) = send(
+        &http,
+        &setup.url,
+        &setup.secret,
+        "msg_7",
+        now,
+        &order(7),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["duplicate"].clone()),
+        (200, json!(true)),
+        "a redelivery is acknowledged"
+    );
+    let (status, _) = send(
+        &http,
+        &setup.url,
+        &setup.secret,
+        "msg_user",
+        now,
+        r#"{"type":"user.created"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let done = wait_for(&setup, "done", 41).await;
+    assert_eq!(done.len(), 41, "stored once each");
+    // Forwarded in the order they were stored, each signed with the route's secret.
+    let stored_order: Vec<Value> = done
+        .iter()
+        .filter(|e| e["event_type"] == "order.created")
+        .map(|e| e["id"].clone())
+        .collect();
+    let envelopes = setup.receiver.envelopes();
+    let forwarded: Vec<Value> = envelopes.iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(
+        forwarded, stored_order,
+        "order kept, the user.created event not routed"
+    );
+    let route_secret = Secret::new(ROUTE_SECRET);
+    for (headers, body) in setup.receiver.received.lock().unwrap().iter() {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let verified = standard_webhooks::verify(
+            &route_secret,
+            header(standard_webhooks::ID),
+            header(standard_webhooks::TIMESTAMP),
+            header(standard_webhooks::SIGNATURE),
+            body,
+            Duration::from_secs(300),
+            unix_now(),
+        );
+        assert!(verified.is_ok(), "{verified:?}");
+    }
+    let envelope = &envelopes[0];
+    for field in [
+        "id",
+        "organization_id",
+        "integration_id",
+        "connector",
+        "event_type",
+        "delivery_id",
+        "occurred_at",
+        "received_at",
+        "payload",
+    ] {
+        assert!(
+            envelope.get(field).is_some(),
+            "{field} missing from {envelope}"
+        );
+    }
+    assert_eq!(envelope["payload"]["type"], "order.created");
+
+    let metrics = setup
+        .daemon
+        .http
+        .get(setup.daemon.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchboard_events_received_total 41"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_events_duplicate_total 1"),
+        "{metrics}"
+    );
+    setup.daemon.stop().await;
+}
+
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn only_correctly_signed_webhooks_are_stored(#[case] backend: Db) {
+    let Some(setup) = setup(backend, "max_body_bytes = 2048").await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let now = unix_now();
+    let body = order(1);
+    let wrong = Secret::new("whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==");
+    let valid = standard_webhooks::sign(&setup.secret, "msg_ok", now, body.as_bytes()).unwrap();
+
+    let cases = [
+        (
+            "wrong secret",
+            send(&http, &setup.url, &wrong, "msg_a", now, &body, None).await,
+        ),
+        (
+            "stale timestamp",
+            send(
+                &http,
+                &setup.url,
+                &setup.secret,
+                "msg_b",
+                now - 301,
+                &body,
+                None,
+            )
+            .await,
+        ),
+        (
+            "tampered body",
+            send(
+                &http,
+                &setup.url,
+                &setup.secret,
+                "msg_c",
+                now,
+                &order(2),
+                Some(
+                    standard_webhooks::sign(&setup.secret, "msg_c", now, body.as_bytes()).unwrap(),
+                ),
+            )
+            .await,
+        ),
+    ];
+    for (name, (status, answer)) in &cases {
+        assert_eq!(*status, 401, "{name}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_signature");
+    }
+    let several = format!("v1,AAAA v2,whatever {valid}");
+    let (status, _) = send(
+        &http,
+        &setup.url,
+        &setup.secret,
+        "msg_ok",
+        now,
+        &body,
+        Some(several),
+    )
+    .await;
+    assert_eq!(status, 200, "one valid signature among several");
+    let big = json!({"type": "order.big", "pad": "x".repeat(4096)}).to_string();
+    let (status, answer) = send(&http, &setup.url, &setup.secret, "msg_big", now, &big, None).await;
+    assert_eq!(status, 413, "{answer}");
+    let unknown = setup.url.replace(
+        &setup.integration_id,
+        "00000000-0000-0000-0000-000000000000",
+    );
+    assert_eq!(
+        send(&http, &unknown, &setup.secret, "msg_d", now, &body, None)
+            .await
+            .0,
+        404
+    );
+
+    let all = events::list(&setup.daemon.store, None, Some(&setup.integration_id), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|e| e.delivery_id.as_str())
+            .collect::<Vec<_>>(),
+        ["msg_ok"],
+        "nothing refused was stored"
+    );
+    setup.daemon.stop().await;
+}
+
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_are_retried_then_dead_and_a_replay_delivers(#[case] backend: Db) {
+    let Some(setup) = setup(backend, "max_attempts = 3").await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+
+    // Two failures, then the route answers: done on the third attempt.
+    setup.receiver.fail_next.store(2, Ordering::SeqCst);
+    assert_eq!(
+        send(
+            &http,
+            &setup.url,
+            &setup.secret,
+            "msg_retry",
+            unix_now(),
+            &order(1),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let done = wait_for(&setup, "done", 1).await;
+    assert_eq!(done[0]["attempts"], 2, "{done:?}");
+
+    // Three failures: out of attempts, dead with its last error; later events still flow.
+    setup.receiver.fail_next.store(3, Ordering::SeqCst);
+    assert_eq!(
+        send(
+            &http,
+            &setup.url,
+            &setup.secret,
+            "msg_dead",
+            unix_now(),
+            &order(2),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let dead = wait_for(&setup, "dead", 1).await;
+    assert!(
+        dead[0]["last_error"].as_str().unwrap().contains("503"),
+        "{dead:?}"
+    );
+    assert_eq!(
+        send(
+            &http,
+            &setup.url,
+            &setup.secret,
+            "msg_after",
+            unix_now(),
+            &order(3),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    wait_for(&setup, "done", 2).await;
+
+    // Replayed once the route is healthy: processed again, done.
+    let id = dead[0]["id"].as_str().unwrap();
+    let (status, replayed) = setup
+        .daemon
+        .post_json(&format!("/admin/events/{id}/replay"))
+        .await;
+    assert_eq!(
+        (status, replayed["event"]["status"].clone()),
+        (200, json!("pending")),
+        "{replayed}"
+    );
+    wait_for(&setup, "done", 3).await;
+    assert!(events_of(&setup, "dead").await.is_empty());
+    assert_eq!(
+        setup.daemon.post_json("/admin/events/nope/replay").await.0,
+        404
+    );
+    setup.daemon.stop().await;
+}
+
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_the_connector_under_load_loses_and_refuses_nothing(#[case] backend: Db) {
+    let Some(setup) = setup(backend, "").await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let sender = {
+        let (http, url, secret) = (http.clone(), setup.url.clone(), setup.secret.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for n in 0..150 {
+                let (status, _) = send(
+                    &http,
+                    &url,
+                    &secret,
+                    &format!("load_{n}"),
+                    unix_now(),
+                    &order(n),
+                    None,
+                )
+                .await;
+                statuses.push(status);
+            }
+            statuses
+        })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let (status, body) = setup
+            .daemon
+            .post_json("/admin/connectors/webhook/restart")
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let statuses = sender.await.unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every webhook acknowledged: {statuses:?}"
+    );
+    let done = wait_for(&setup, "done", 150).await;
+    assert_eq!(done.len(), 150);
+    let (_, connector) = setup
+        .daemon
+        .get_json("/admin/connectors/webhook?depth=0")
+        .await;
+    assert_eq!(connector["manual_restarts"], 3);
+    setup.daemon.stop().await;
+}
