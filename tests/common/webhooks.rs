@@ -10,10 +10,13 @@ use serde_json::Value;
 use switchboard::pipeline::standard_webhooks;
 use switchboard::secret::Secret;
 
+/// One forwarded request: its headers and body.
+pub type Forwarded = (HeaderMap, Vec<u8>);
+
 /// An HTTP endpoint on loopback that records what routes forward to it.
 #[derive(Clone, Default)]
 pub struct Receiver {
-    pub received: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+    pub received: Arc<Mutex<Vec<Forwarded>>>,
     /// How many of the next requests to fail with 503.
     pub fail_next: Arc<AtomicUsize>,
 }
