@@ -73,3 +73,125 @@ async fn an_unreachable_store_fails_readiness_and_recovers_when_it_returns() {
     assert_eq!(store_node["restarts"], 0, "recovered without a crash loop");
     daemon.stop().await;
 }
+
+/// A TCP proxy that can be cut: every connection through it dies with it.
+struct Proxy {
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(port: u16, target: String) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = std::sync::Arc::clone(&tasks);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let connection = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                registry.lock().unwrap().push(connection);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Proxy { tasks }
+    }
+
+    fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_the_store_cannot_take_is_refused_with_503_and_nothing_is_acknowledged() {
+    use common::webhooks::send;
+    use switchboard::pipeline::standard_webhooks::unix_now;
+    use switchboard::secret::Secret;
+
+    let Some(db) = TestDb::new(Db::Postgres).await else {
+        return;
+    };
+    let org = switchboard::store::organizations::create(&db.store, "Acme")
+        .await
+        .unwrap();
+    let (_, token) = switchboard::store::tokens::create(&db.store, &org.id)
+        .await
+        .unwrap();
+    let url = db.config.url.expose().clone();
+    let real = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port")
+        .to_string();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let proxy = Proxy::start(port, real.clone()).await;
+    let daemon = common::TestDaemon::start_on(
+        &url.replace(&real, &format!("127.0.0.1:{port}")),
+        "[connectors.webhook]\n[supervision]\nbackoff_base = \"20ms\"\nbackoff_cap = \"200ms\"\nobserve_timeout = \"500ms\"\n",
+    )
+    .await;
+    daemon.ready().await;
+    let (_, started) = daemon
+        .call_api(
+            token.expose(),
+            "/integrations/authorize",
+            serde_json::json!({"connector_type": "webhook"}),
+        )
+        .await;
+    let (_, done) = daemon
+        .call_api(
+            token.expose(),
+            "/integrations/callback",
+            serde_json::json!({"connector_type": "webhook", "state": started["state"]}),
+        )
+        .await;
+    let hook = done["reveal"]["url"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1:8080", &daemon.api.to_string());
+    let secret = Secret::new(done["reveal"]["signing_secret"].as_str().unwrap());
+    let http = reqwest::Client::new();
+    assert_eq!(
+        send(&http, &hook, &secret, "before", unix_now(), "{}", None)
+            .await
+            .0,
+        200
+    );
+
+    proxy.cut();
+    let (status, body) = send(&http, &hook, &secret, "during", unix_now(), "{}", None).await;
+    assert_eq!(status, 503, "{body}");
+
+    let proxy = Proxy::start(port, real).await;
+    let mut status = 0;
+    for _ in 0..100 {
+        status = send(&http, &hook, &secret, "after", unix_now(), "{}", None)
+            .await
+            .0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "ingest recovers with the store");
+    let stored: Vec<String> = switchboard::store::events::list(&db.store, None, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.delivery_id)
+        .collect();
+    assert_eq!(
+        stored,
+        ["before", "after"],
+        "the refused webhook was not stored"
+    );
+    daemon.stop().await;
+    proxy.cut();
+}
