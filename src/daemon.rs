@@ -103,16 +103,15 @@ impl Daemon {
             serve(
                 api_listener,
                 api::router(Arc::new(api::ApiState {
-                    ingress: Arc::new(crate::http::webhooks::IngressState {
-                        tree: Arc::clone(&tree),
-                        store: tree.store().clone(),
-                        tolerance: config
+                    ingress: Arc::new(crate::http::webhooks::IngressState::new(
+                        Arc::clone(&tree),
+                        tree.store().clone(),
+                        config
                             .connectors
                             .webhook
                             .as_ref()
                             .map_or(Duration::from_secs(300), |w| w.timestamp_tolerance),
-                        secrets: Default::default(),
-                    }),
+                    )),
                     max_body_bytes: config.pipeline.max_body_bytes,
                     tree: Arc::clone(&tree),
                     store: tree.store().clone(),

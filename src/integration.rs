@@ -381,77 +381,85 @@ impl IntegrationState {
         self.events_timer = Some(myself.send_after(delay, || IntegrationMsg::ProcessEvents));
     }
 
-    /// Processes the oldest pending event: the connector's handler, then the routes.
-    /// A failure is retried after a backoff, and later events wait for it (order is
-    /// kept); out of attempts, the event is `dead` and the next one goes.
+    /// Processes the oldest pending events, a batch at a time: the connector's handler,
+    /// then the routes, one event after the other. Successes are recorded together. A
+    /// failure is retried after a backoff and later events wait for it (order is kept);
+    /// out of attempts, the event is `dead` and the next one goes.
     async fn process_next_event(&mut self, myself: &ActorRef<IntegrationMsg>) {
+        const BATCH: i64 = 128;
         let Some(pipeline) = self.services.pipeline.clone() else {
             return;
         };
-        let event = match events::next_pending(&pipeline.store, &self.integration.id).await {
-            Ok(Some(event)) => event,
-            Ok(None) => return,
+        let batch = match events::pending(&pipeline.store, &self.integration.id, BATCH).await {
+            Ok(batch) => batch,
             Err(error) => {
                 warn!(integration_id = %self.integration.id, error = %error, "reading events failed");
                 self.schedule_events(myself, pipeline.retry.delay(1));
                 return;
             }
         };
-        if let Some(due) = event.next_attempt_at
-            && let Ok(wait) = (due - store::now()).to_std()
-            && !wait.is_zero()
-        {
-            self.schedule_events(myself, wait);
+        let full = batch.len() as i64 == BATCH;
+        let mut done = Vec::new();
+        let mut wait = None;
+        for event in batch {
+            if let Some(due) = event.next_attempt_at
+                && let Ok(left) = (due - store::now()).to_std()
+                && !left.is_zero()
+            {
+                wait = Some(left);
+                break;
+            }
+            let envelope = Envelope::from_event(&event);
+            let connector = Arc::clone(&self.services.connector);
+            let outcome = match self.call_provider(connector.handle_event(&envelope)).await {
+                Ok(()) => pipeline.routes.dispatch(&envelope).await.map(|_| ()),
+                Err(error) => Err(error.message()),
+            };
+            let reason = match outcome {
+                Ok(()) => {
+                    self.events_processed += 1;
+                    pipeline.metrics.processed.inc();
+                    done.push(event.id);
+                    continue;
+                }
+                Err(reason) => reason,
+            };
+            let attempts = event.attempts.saturating_add(1);
+            self.last_error = Some(format!("event {} failed: {reason}", event.id));
+            if u32::try_from(attempts).unwrap_or(u32::MAX) >= pipeline.max_attempts {
+                warn!(integration_id = %self.integration.id, event_id = %event.id, attempts, error = %reason, "event dead");
+                pipeline.metrics.dead.inc();
+                log_unrecorded(
+                    &self.integration.id,
+                    events::mark_failed(&pipeline.store, &event.id, attempts, &reason, None).await,
+                );
+                continue;
+            }
+            let delay = pipeline
+                .retry
+                .delay(u32::try_from(attempts).unwrap_or(u32::MAX));
+            let due = store::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            pipeline.metrics.retried.inc();
+            log_unrecorded(
+                &self.integration.id,
+                events::mark_failed(&pipeline.store, &event.id, attempts, &reason, Some(due)).await,
+            );
+            wait = Some(delay);
+            break;
+        }
+        if let Err(error) = events::mark_done_all(&pipeline.store, &done).await {
+            // Not recorded: they stay pending and are processed again (at least once).
+            warn!(integration_id = %self.integration.id, error = %error, "processed events not recorded");
+            self.schedule_events(myself, pipeline.retry.delay(1));
             return;
         }
-        let envelope = Envelope::from_event(&event);
-        let connector = Arc::clone(&self.services.connector);
-        let outcome = match self.call_provider(connector.handle_event(&envelope)).await {
-            Ok(()) => pipeline.routes.dispatch(&envelope).await.map(|_| ()),
-            Err(error) => Err(error.message()),
-        };
-        let recorded = match outcome {
-            Ok(()) => {
-                self.events_processed += 1;
-                pipeline.metrics.processed.inc();
-                events::mark_done(&pipeline.store, &event.id).await
-            }
-            Err(reason) => {
-                let attempts = event.attempts.saturating_add(1);
-                self.last_error = Some(format!("event {} failed: {reason}", event.id));
-                if u32::try_from(attempts).unwrap_or(u32::MAX) >= pipeline.max_attempts {
-                    warn!(integration_id = %self.integration.id, event_id = %event.id, attempts, error = %reason, "event dead");
-                    pipeline.metrics.dead.inc();
-                    events::mark_failed(&pipeline.store, &event.id, attempts, &reason, None).await
-                } else {
-                    let delay = pipeline
-                        .retry
-                        .delay(u32::try_from(attempts).unwrap_or(u32::MAX));
-                    let due = store::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    pipeline.metrics.retried.inc();
-                    let recorded = events::mark_failed(
-                        &pipeline.store,
-                        &event.id,
-                        attempts,
-                        &reason,
-                        Some(due),
-                    )
-                    .await;
-                    self.schedule_events(myself, delay);
-                    return log_unrecorded(&self.integration.id, recorded);
-                }
-            }
-        };
-        match recorded {
-            Ok(()) => {
-                // The next one, behind whatever else is in the mailbox.
+        match wait {
+            Some(delay) => self.schedule_events(myself, delay),
+            // More may be waiting behind a full batch: behind whatever else is queued.
+            None if full => {
                 let _ = myself.send_message(IntegrationMsg::ProcessEvents);
             }
-            Err(error) => {
-                // Not recorded: it stays pending and is processed again (at least once).
-                warn!(integration_id = %self.integration.id, error = %error, "event outcome not recorded");
-                self.schedule_events(myself, pipeline.retry.delay(1));
-            }
+            None => {}
         }
     }
 

@@ -444,6 +444,7 @@ async fn revoke(
             StoreError::NotFound => ApiError::not_found("no such integration"),
             other => store_error(other),
         })?;
+    state.ingress.forget(&found.id);
     // Its events that were still waiting can no longer be handled: dead, not dropped.
     if let Err(error) =
         events::bury_pending(&state.store, &found.id, "the integration was revoked").await

@@ -34,6 +34,52 @@ pub struct IngressState {
     /// Signing secrets by integration, so that a webhook costs no vault round trip.
     /// A failed verification looks the secret up again before refusing.
     pub secrets: Mutex<HashMap<String, Secret>>,
+    /// Live webhook integrations, looked up again after `LIVE_FOR`; a revocation
+    /// removes its entry at once.
+    pub live: Mutex<HashMap<String, (integrations::Integration, Instant)>>,
+}
+
+const LIVE_FOR: Duration = Duration::from_secs(5);
+
+impl IngressState {
+    pub fn new(tree: Arc<ActorTree>, store: Store, tolerance: Duration) -> Self {
+        Self {
+            tree,
+            store,
+            tolerance,
+            secrets: Mutex::default(),
+            live: Mutex::default(),
+        }
+    }
+
+    /// Forgets what it knew of an integration (it was revoked).
+    pub fn forget(&self, integration_id: &str) {
+        lock(&self.live).remove(integration_id);
+        lock(&self.secrets).remove(integration_id);
+    }
+
+    async fn live_webhook(&self, id: &str) -> Result<Option<integrations::Integration>, ApiError> {
+        if let Some((integration, at)) = lock(&self.live).get(id)
+            && at.elapsed() < LIVE_FOR
+        {
+            return Ok(Some(integration.clone()));
+        }
+        let found = integrations::find_live(&self.store, id)
+            .await
+            .map_err(|_| ApiError::unavailable("the store is unavailable, retry"))?
+            .filter(|i| {
+                i.connector_type == webhook::NAME && i.status == integrations::STATUS_ACTIVE
+            });
+        match &found {
+            Some(integration) => {
+                lock(&self.live).insert(id.to_string(), (integration.clone(), Instant::now()));
+            }
+            None => {
+                lock(&self.live).remove(id);
+            }
+        }
+        Ok(found)
+    }
 }
 
 pub fn router(state: Arc<IngressState>, max_body_bytes: usize) -> Router {
@@ -65,10 +111,9 @@ async fn generic(
             )
         }
     })?;
-    let integration = integrations::find_live(&state.store, &integration_id)
-        .await
-        .map_err(|_| ApiError::unavailable("the store is unavailable, retry"))?
-        .filter(|i| i.connector_type == webhook::NAME && i.status == integrations::STATUS_ACTIVE)
+    let integration = state
+        .live_webhook(&integration_id)
+        .await?
         .ok_or_else(|| ApiError::not_found("no such webhook"))?;
 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

@@ -57,6 +57,19 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
+/// The id under which an event with the same connector and delivery id is stored
+/// (written once, expanded for each backend's connection type).
+macro_rules! existing_id {
+    ($conn:expr, $row:expr) => {
+        events::table
+            .filter(events::connector_type.eq(&$row.connector_type))
+            .filter(events::delivery_id.eq(&$row.delivery_id))
+            .select(events::id)
+            .first::<String>($conn)
+            .await?
+    };
+}
+
 /// Stores a batch of events in one transaction (group commit); duplicates of stored
 /// events (same connector and delivery id) are skipped and reported as such.
 pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Stored>, StoreError> {
@@ -80,6 +93,40 @@ pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Sto
             occurred_at: new.occurred_at,
         })
         .collect();
+    if let Store::Postgres { pool, .. } = store {
+        // One statement for the whole batch; the rows it did not return are duplicates.
+        use diesel_async::AsyncConnection as _;
+        let mut pooled = pool.get().await?;
+        return pooled
+            .transaction::<_, StoreError, _>(async |conn| {
+                let inserted: Vec<String> = diesel::insert_into(events::table)
+                    .values(&rows)
+                    .on_conflict((events::connector_type, events::delivery_id))
+                    .do_nothing()
+                    .returning(events::id)
+                    .get_results(conn)
+                    .await?;
+                let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+                let mut stored = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    if inserted.contains(&row.id) {
+                        stored.push(Stored {
+                            id: row.id.clone(),
+                            duplicate: false,
+                        });
+                    } else {
+                        stored.push(Stored {
+                            id: existing_id!(conn, row),
+                            duplicate: true,
+                        });
+                    }
+                }
+                Ok(stored)
+            })
+            .await;
+    }
+    // SQLite runs in process: a statement per row inside the one transaction is cheap
+    // (and rows with optional columns cannot be batched into one INSERT there).
     write_tx!(store, |conn| {
         let mut stored = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -95,20 +142,50 @@ pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Sto
                     duplicate: false,
                 });
             } else {
-                let existing = events::table
-                    .filter(events::connector_type.eq(&row.connector_type))
-                    .filter(events::delivery_id.eq(&row.delivery_id))
-                    .select(events::id)
-                    .first::<String>(conn)
-                    .await?;
                 stored.push(Stored {
-                    id: existing,
+                    id: existing_id!(conn, row),
                     duplicate: true,
                 });
             }
         }
         Ok(stored)
     })
+}
+
+/// Marks a run of processed events done in one transaction.
+pub async fn mark_done_all(store: &Store, ids: &[String]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    with_conn!(store, |conn| {
+        diesel::update(events::table.filter(events::id.eq_any(ids)))
+            .set((
+                events::status.eq(DONE),
+                events::processed_at.eq(now()),
+                events::next_attempt_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)
+            .await
+    })?;
+    Ok(())
+}
+
+/// The integration's pending events, oldest first, at most `limit`.
+pub async fn pending(
+    store: &Store,
+    integration_id: &str,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        events::table
+            .filter(events::integration_id.eq(integration_id))
+            .filter(events::status.eq(PENDING))
+            .order((events::received_at, events::id))
+            .limit(limit)
+            .load::<Event>(conn)
+            .await
+    })?;
+    Ok(found)
 }
 
 /// The integration's next pending event, the oldest first.

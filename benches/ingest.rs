@@ -1,0 +1,291 @@
+//! Durable webhook ingest under load from a real HTTP load generator (wrk), beside a
+//! plain axum handler that answers 200 without storing anything (the ceiling).
+//!
+//! For each backend (SQLite; PostgreSQL when TEST_DATABASE_URL is set): the daemon
+//! runs in this process with a generic webhook; wrk sends pre-signed Standard Webhooks
+//! requests (each with its own webhook-id) from 64 connections; the figures are wrk's
+//! requests/s and latency percentiles, and the events found stored afterwards.
+//!
+//! Run: `cargo bench --bench ingest [-- SECONDS]` (needs `wrk` on the PATH).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use serde_json::json;
+use switchboard::config::Config;
+use switchboard::connectors::ConnectorSet;
+use switchboard::pipeline::standard_webhooks;
+use switchboard::secret::Secret;
+use switchboard::store::{Store, events, organizations, tokens};
+use switchboard::{Daemon, Shutdown};
+
+const CONNECTIONS: usize = 64;
+
+fn main() {
+    let seconds: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        switchboard::install_crypto_provider();
+        let ceiling = run_ceiling(seconds).await;
+        println!("ceiling (axum, 200, nothing stored): {ceiling}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sqlite = format!("sqlite://{}/ingest.db", dir.path().display());
+        run_daemon("sqlite", &sqlite, seconds).await;
+        if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
+            let name = format!("sb_ingest_{}", std::process::id());
+            admin(&server, &format!("CREATE DATABASE {name}")).await;
+            let url = format!(
+                "{}/{name}",
+                server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b)
+            );
+            run_daemon("postgres", &url, seconds).await;
+            admin(&server, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+        } else {
+            println!("postgres: skipped (TEST_DATABASE_URL not set)");
+        }
+    });
+}
+
+async fn admin(server: &str, sql: &str) {
+    let mut conn = diesel_async::AsyncPgConnection::establish(server)
+        .await
+        .expect("postgres");
+    conn.batch_execute(sql).await.expect("admin statement");
+}
+
+struct WrkResult {
+    requests_per_second: f64,
+    p50: String,
+    p99: String,
+    non_2xx: u64,
+    requests: u64,
+}
+
+impl std::fmt::Display for WrkResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} req/s, p50 {}, p99 {}, {} requests, {} non-2xx",
+            self.requests_per_second, self.p50, self.p99, self.requests, self.non_2xx
+        )
+    }
+}
+
+/// Writes a wrk script that sends `count` pre-signed requests, each id once. The ids
+/// and signatures go to a data file the script reads (a Lua chunk cannot hold them).
+fn script(path: &Path, secret: &Secret, count: usize) -> usize {
+    let now = standard_webhooks::unix_now();
+    let body = r#"{"type":"order.created","order":{"id":42,"total":"19.99"}}"#;
+    let mut data = String::new();
+    for n in 0..count {
+        let id = format!("bench_{n}");
+        let signature = standard_webhooks::sign(secret, &id, now, body.as_bytes()).expect("signs");
+        let _ = writeln!(data, "{id} {signature}");
+    }
+    let data_path = path.with_extension("txt");
+    std::fs::write(&data_path, data).expect("data written");
+    let lua = format!(
+        r#"
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+function init(args)
+  counter = 0
+  nthreads = 2
+  ids = {{}}
+  sigs = {{}}
+  for line in io.lines("{data}") do
+    local id, sig = line:match("([^ ]+) ([^ ]+)")
+    ids[#ids + 1] = id
+    sigs[#sigs + 1] = sig
+  end
+end
+function request()
+  local i = tid + counter * nthreads + 1
+  counter = counter + 1
+  if i > {count} then i = (i % {count}) + 1 end
+  local headers = {{}}
+  headers["content-type"] = "application/json"
+  headers["webhook-id"] = ids[i]
+  headers["webhook-timestamp"] = "{now}"
+  headers["webhook-signature"] = sigs[i]
+  return wrk.format("POST", nil, headers, '{body}')
+end
+"#,
+        data = data_path.display()
+    );
+    std::fs::write(path, lua).expect("script written");
+    count
+}
+
+fn wrk(url: &str, script: &Path, seconds: u64) -> WrkResult {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("wrk runs (install it: apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.status.success() || text.contains("error") {
+        println!("wrk: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let find = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()))
+            .unwrap_or_default()
+    };
+    WrkResult {
+        requests_per_second: find("Requests/sec:").parse().unwrap_or(0.0),
+        p50: find("50%"),
+        p99: find("99%"),
+        non_2xx: find("Non-2xx or 3xx responses:").parse().unwrap_or(0),
+        requests: text
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+async fn run_ceiling(seconds: u64) -> WrkResult {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|_: axum::body::Bytes| async { "ok" }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ceiling.lua");
+    script(
+        &path,
+        &Secret::new("whsec_Y2VpbGluZy1zZWNyZXQtbm90LWNoZWNrZWQ="),
+        1000,
+    );
+    let url = format!("http://{addr}/hook");
+    tokio::task::spawn_blocking(move || wrk(&url, &path, seconds))
+        .await
+        .expect("wrk")
+}
+
+async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [database]\nurl = \"{database_url}\"\nmax_connections = 16\n\
+         [vault]\nmaster_key = \"{}\"\n[log]\nlevel = \"warn\"\n[connectors.webhook]\n",
+        {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode([4u8; 32])
+        }
+    );
+    let config = Config::parse(&text, Path::new("."), &|_| None).expect("config");
+    let store = Store::connect(&config.database).expect("store");
+    store.migrate().await.expect("migrated");
+    let org = organizations::create(&store, "bench").await.expect("org");
+    let (_, token) = tokens::create(&store, &org.id).await.expect("token");
+
+    let shutdown = Shutdown::new();
+    let daemon = Daemon::start_with(
+        &config,
+        ConnectorSet::from_config(&config.connectors),
+        shutdown.clone(),
+    )
+    .await
+    .expect("daemon");
+    let (api, admin) = (daemon.api_addr, daemon.admin_addr);
+    let task = tokio::spawn(daemon.run_until_shutdown());
+    let http = reqwest::Client::new();
+    while http
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let call = |path: &str, body: serde_json::Value| {
+        http.post(format!("http://{api}{path}"))
+            .bearer_auth(token.expose())
+            .json(&body)
+            .send()
+    };
+    let started: serde_json::Value = call(
+        "/integrations/authorize",
+        json!({"connector_type": "webhook"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let done: serde_json::Value = call(
+        "/integrations/callback",
+        json!({"connector_type": "webhook", "state": started["state"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let path = done["reveal"]["url"]
+        .as_str()
+        .unwrap()
+        .split("/webhooks/")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let secret = Secret::new(done["reveal"]["signing_secret"].as_str().unwrap());
+
+    let script_path = dir.path().join("ingest.lua");
+    let count = script(&script_path, &secret, 400_000);
+    let url = format!("http://{api}/webhooks/{path}");
+    {
+        let now = standard_webhooks::unix_now();
+        let signature = standard_webhooks::sign(&secret, "probe", now, b"{}").expect("signs");
+        let probe = http
+            .post(&url)
+            .header(standard_webhooks::ID, "probe")
+            .header(standard_webhooks::TIMESTAMP, now.to_string())
+            .header(standard_webhooks::SIGNATURE, signature)
+            .body("{}")
+            .send()
+            .await
+            .expect("probe");
+        let status = probe.status();
+        assert!(
+            status.is_success(),
+            "probe webhook refused: {status} {}",
+            probe.text().await.unwrap_or_default()
+        );
+    }
+    let result = tokio::task::spawn_blocking(move || wrk(&url, &script_path, seconds))
+        .await
+        .expect("wrk");
+    let stored = events::list(&store, None, None, 1_000_000)
+        .await
+        .expect("events")
+        .len();
+    println!("{backend}: {result}; {stored} events stored (of {count} distinct ids)");
+    shutdown.trigger();
+    let _ = task.await;
+}
