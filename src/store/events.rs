@@ -125,31 +125,46 @@ pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Sto
             })
             .await;
     }
-    // SQLite runs in process: a statement per row inside the one transaction is cheap
-    // (and rows with optional columns cannot be batched into one INSERT there).
-    write_tx!(store, |conn| {
-        let mut stored = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let inserted = diesel::insert_into(events::table)
-                .values(row)
-                .on_conflict((events::connector_type, events::delivery_id))
-                .do_nothing()
-                .execute(conn)
-                .await?;
-            if inserted == 1 {
-                stored.push(Stored {
-                    id: row.id.clone(),
-                    duplicate: false,
-                });
-            } else {
-                stored.push(Stored {
-                    id: existing_id!(conn, row),
-                    duplicate: true,
-                });
-            }
-        }
-        Ok(stored)
-    })
+    // SQLite: the whole batch in one blocking task on the connection's thread, with
+    // diesel's synchronous API (one hop instead of one per statement).
+    let Store::Sqlite { pool, .. } = store else {
+        unreachable!("postgres returned above");
+    };
+    let mut pooled = pool.get().await?;
+    let stored = pooled
+        .spawn_blocking(move |conn| {
+            use diesel::RunQueryDsl as Sync;
+            conn.immediate_transaction(|conn| {
+                let mut stored = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let inserted = Sync::execute(
+                        diesel::insert_into(events::table)
+                            .values(row)
+                            .on_conflict((events::connector_type, events::delivery_id))
+                            .do_nothing(),
+                        conn,
+                    )?;
+                    let id = if inserted == 1 {
+                        row.id.clone()
+                    } else {
+                        Sync::first::<String>(
+                            events::table
+                                .filter(events::connector_type.eq(&row.connector_type))
+                                .filter(events::delivery_id.eq(&row.delivery_id))
+                                .select(events::id),
+                            conn,
+                        )?
+                    };
+                    stored.push(Stored {
+                        duplicate: inserted != 1,
+                        id,
+                    });
+                }
+                Ok(stored)
+            })
+        })
+        .await?;
+    Ok(stored)
 }
 
 /// Marks a run of processed events done in one transaction.
