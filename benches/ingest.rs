@@ -190,11 +190,12 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [database]\nurl = \"{database_url}\"\nmax_connections = 16\n\
-         [vault]\nmaster_key = \"{}\"\n[log]\nlevel = \"warn\"\n[connectors.webhook]\n",
+         [vault]\nmaster_key = \"{}\"\n[log]\nlevel = \"warn\"\n[connectors.webhook]\n{}",
         {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.encode([4u8; 32])
-        }
+        },
+        std::env::var("BENCH_EXTRA_CONFIG").unwrap_or_default()
     );
     let config = Config::parse(&text, Path::new("."), &|_| None).expect("config");
     let store = Store::connect(&config.database).expect("store");
