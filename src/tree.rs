@@ -117,6 +117,7 @@ impl ActorTree {
         let inbox = InboxArgs {
             store: services.store.clone(),
             max_batch: config.pipeline.max_batch,
+            batch_delay: config.pipeline.batch_delay,
             registry: registry.clone(),
             metrics: Arc::clone(&metrics),
         };

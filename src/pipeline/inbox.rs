@@ -23,6 +23,8 @@ pub const INBOX: &str = "inbox";
 pub struct InboxArgs {
     pub store: Store,
     pub max_batch: usize,
+    /// How long the first event of a batch waits for company before the write.
+    pub batch_delay: Duration,
     /// Where the integration actors to wake are found.
     pub registry: Registry,
     pub metrics: Arc<PipelineMetrics>,
@@ -127,9 +129,13 @@ impl Actor for InboxActor {
                 if state.pending.len() >= state.args.max_batch {
                     Box::pin(state.flush()).await;
                 } else if !state.flush_queued {
-                    // Behind every request already queued: they join this batch.
+                    // Every request queued meanwhile joins this batch.
                     state.flush_queued = true;
-                    myself.send_message(InboxMsg::Flush)?;
+                    if state.args.batch_delay.is_zero() {
+                        myself.send_message(InboxMsg::Flush)?;
+                    } else {
+                        myself.send_after(state.args.batch_delay, || InboxMsg::Flush);
+                    }
                 }
             }
             InboxMsg::Flush => Box::pin(state.flush()).await,

@@ -31,6 +31,9 @@ pub struct PipelineConfig {
     pub max_body_bytes: usize,
     /// Most events written in one inbox transaction.
     pub max_batch: usize,
+    /// How long the inbox lets a batch gather before writing it (group commit).
+    #[serde(with = "humantime_serde")]
+    pub batch_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_base: Duration,
     #[serde(with = "humantime_serde")]
@@ -44,6 +47,7 @@ impl Default for PipelineConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             max_batch: 256,
+            batch_delay: Duration::from_millis(1),
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(300),
             max_attempts: 8,
