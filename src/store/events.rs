@@ -203,37 +203,6 @@ pub async fn pending(
     Ok(found)
 }
 
-/// The integration's next pending event, the oldest first.
-pub async fn next_pending(
-    store: &Store,
-    integration_id: &str,
-) -> Result<Option<Event>, StoreError> {
-    let found = with_conn!(store, |conn| {
-        events::table
-            .filter(events::integration_id.eq(integration_id))
-            .filter(events::status.eq(PENDING))
-            .order((events::received_at, events::id))
-            .first::<Event>(conn)
-            .await
-            .optional()
-    })?;
-    Ok(found)
-}
-
-pub async fn mark_done(store: &Store, id: &str) -> Result<(), StoreError> {
-    with_conn!(store, |conn| {
-        diesel::update(events::table.find(id))
-            .set((
-                events::status.eq(DONE),
-                events::processed_at.eq(now()),
-                events::next_attempt_at.eq(None::<NaiveDateTime>),
-            ))
-            .execute(conn)
-            .await
-    })?;
-    Ok(())
-}
-
 /// Records a failed attempt: retried at `next_attempt_at`, or `dead` when `None`.
 pub async fn mark_failed(
     store: &Store,
@@ -300,13 +269,6 @@ pub async fn list(
             .limit(limit)
             .load::<Event>(conn)
             .await
-    })?;
-    Ok(found)
-}
-
-pub async fn get(store: &Store, id: &str) -> Result<Option<Event>, StoreError> {
-    let found = with_conn!(store, |conn| {
-        events::table.find(id).first::<Event>(conn).await.optional()
     })?;
     Ok(found)
 }
