@@ -248,3 +248,39 @@ fn organizations_tokens_and_keys_are_managed_from_the_command_line() {
     let all = [database, wal].concat();
     assert!(!all.windows(token.len()).any(|w| w == token.as_bytes()));
 }
+
+#[tokio::test]
+async fn json_logging_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = config_file(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n",
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(file.path())
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawns");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let line = lines.next_line().await.expect("reads").expect("a log line");
+            if line.contains("admin endpoint listening") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("logs in time");
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
+    assert_eq!(entry["message"], "admin endpoint listening");
+    assert!(
+        entry["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{entry}"
+    );
+    assert_eq!(entry["level"], "INFO");
+    child.start_kill().expect("stops");
+}
