@@ -15,8 +15,7 @@ use chrono::NaiveDateTime;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::Rng;
 use switchboard_actors::{
-    Backoff, BreakerConfig, ChildSpec, CircuitBreaker, HealthReport, ObserveHealth, RateLimiter,
-    Status, Timestamp,
+    Backoff, BreakerConfig, ChildSpec, CircuitBreaker, HealthReport, RateLimiter, Status, Timestamp,
 };
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -208,11 +207,7 @@ pub enum IntegrationMsg {
     Observe(RpcReplyPort<HealthReport>),
 }
 
-impl From<ObserveHealth> for IntegrationMsg {
-    fn from(ObserveHealth(reply): ObserveHealth) -> Self {
-        IntegrationMsg::Observe(reply)
-    }
-}
+switchboard_actors::observable!(IntegrationMsg::Observe);
 
 pub struct IntegrationActor;
 

@@ -223,11 +223,6 @@ impl ActorTree {
         Vault::in_registry(self.registry.clone())
     }
 
-    /// The whole health tree; never waits long on a busy actor.
-    pub async fn health(&self) -> HealthReport {
-        self.root.observe(self.observe_timeout).await
-    }
-
     /// The health tree, listing what `options` select (a page of a large connector).
     pub async fn health_with(&self, options: ObserveOptions) -> HealthReport {
         self.root.observe_with(self.observe_timeout, options).await

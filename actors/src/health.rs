@@ -203,6 +203,19 @@ impl HealthReport {
 /// The message an observable actor answers with its report.
 pub struct ObserveHealth(pub RpcReplyPort<HealthReport>);
 
+/// Makes an actor observable: `observable!(MyMsg::Observe)` converts [`ObserveHealth`]
+/// into the message variant that carries the reply port.
+#[macro_export]
+macro_rules! observable {
+    ($message:ident :: $variant:ident) => {
+        impl From<$crate::ObserveHealth> for $message {
+            fn from($crate::ObserveHealth(reply): $crate::ObserveHealth) -> Self {
+                $message::$variant(reply)
+            }
+        }
+    };
+}
+
 /// The last report an actor gave, kept by whoever observes it. Empty until the first
 /// observation, so that a hundred thousand idle children cost a pointer each.
 #[derive(Debug, Clone, Default)]

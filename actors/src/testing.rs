@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::health::{HealthReport, ObserveHealth, Status};
+use crate::health::{HealthReport, Status};
 use crate::supervisor::ChildSpec;
 
 /// An ordered record of lifecycle events, shared by the children of a test.
@@ -47,11 +47,7 @@ pub enum TestMsg {
     Observe(RpcReplyPort<HealthReport>),
 }
 
-impl From<ObserveHealth> for TestMsg {
-    fn from(ObserveHealth(reply): ObserveHealth) -> Self {
-        TestMsg::Observe(reply)
-    }
-}
+crate::observable!(TestMsg::Observe);
 
 /// What a [`TestChild`] is told at start; shared across its restarts.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use switchboard_actors::{HealthReport, ObserveHealth, Registry, Status};
+use switchboard_actors::{HealthReport, Registry, Status};
 use tracing::warn;
 
 use super::metrics::PipelineMetrics;
@@ -36,11 +36,7 @@ pub enum InboxMsg {
     Observe(RpcReplyPort<HealthReport>),
 }
 
-impl From<ObserveHealth> for InboxMsg {
-    fn from(ObserveHealth(reply): ObserveHealth) -> Self {
-        InboxMsg::Observe(reply)
-    }
-}
+switchboard_actors::observable!(InboxMsg::Observe);
 
 pub struct InboxActor;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use switchboard_actors::{Backoff, HealthReport, ObserveHealth, Status};
+use switchboard_actors::{Backoff, HealthReport, Status};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -32,11 +32,7 @@ pub enum StoreMonitorMsg {
     Observe(RpcReplyPort<HealthReport>),
 }
 
-impl From<ObserveHealth> for StoreMonitorMsg {
-    fn from(ObserveHealth(reply): ObserveHealth) -> Self {
-        StoreMonitorMsg::Observe(reply)
-    }
-}
+switchboard_actors::observable!(StoreMonitorMsg::Observe);
 
 pub struct StoreMonitor;
 

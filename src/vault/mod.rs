@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
-use switchboard_actors::{Backoff, HealthReport, ObserveHealth, Registry, Status};
+use switchboard_actors::{Backoff, HealthReport, Registry, Status};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
@@ -152,11 +152,7 @@ pub enum VaultMsg {
     Observe(RpcReplyPort<HealthReport>),
 }
 
-impl From<ObserveHealth> for VaultMsg {
-    fn from(ObserveHealth(reply): ObserveHealth) -> Self {
-        VaultMsg::Observe(reply)
-    }
-}
+switchboard_actors::observable!(VaultMsg::Observe);
 
 /// What the vault starts from; shared by its restarts.
 #[derive(Clone)]
