@@ -15,6 +15,36 @@ use crate::{with_conn, write_tx};
 
 pub const STATUS_REVOKED: &str = "revoked";
 
+type Owned<'a> = diesel::dsl::Filter<
+    diesel::dsl::Filter<
+        integrations::table,
+        diesel::dsl::Eq<integrations::organization_id, &'a str>,
+    >,
+    diesel::dsl::Eq<integrations::id, &'a str>,
+>;
+type OwnedCredentials<'a> = diesel::dsl::Filter<
+    diesel::dsl::Filter<
+        integration_credentials::table,
+        diesel::dsl::Eq<integration_credentials::organization_id, &'a str>,
+    >,
+    diesel::dsl::Eq<integration_credentials::integration_id, &'a str>,
+>;
+
+/// One integration, only if it belongs to the organization: every tenant query on
+/// an integration starts here, so that the scoping is in the query itself.
+fn owned<'a>(organization_id: &'a str, id: &'a str) -> Owned<'a> {
+    integrations::table
+        .filter(integrations::organization_id.eq(organization_id))
+        .filter(integrations::id.eq(id))
+}
+
+/// An integration's credentials, only if they belong to the organization.
+fn owned_credentials<'a>(organization_id: &'a str, id: &'a str) -> OwnedCredentials<'a> {
+    integration_credentials::table
+        .filter(integration_credentials::organization_id.eq(organization_id))
+        .filter(integration_credentials::integration_id.eq(id))
+}
+
 #[derive(Debug, Clone, PartialEq, Queryable, Insertable, Serialize)]
 #[diesel(table_name = integrations)]
 pub struct Integration {
@@ -139,9 +169,7 @@ pub async fn get(
     id: &str,
 ) -> Result<Option<Integration>, StoreError> {
     let found = with_conn!(store, |conn| {
-        integrations::table
-            .filter(integrations::organization_id.eq(organization_id))
-            .filter(integrations::id.eq(id))
+        owned(organization_id, id)
             .first::<Integration>(conn)
             .await
             .optional()
@@ -193,17 +221,13 @@ pub async fn set_status(
     status: &str,
 ) -> Result<(), StoreError> {
     let updated = with_conn!(store, |conn| {
-        diesel::update(
-            integrations::table
-                .filter(integrations::organization_id.eq(organization_id))
-                .filter(integrations::id.eq(id)),
-        )
-        .set((
-            integrations::status.eq(status),
-            integrations::updated_at.eq(now()),
-        ))
-        .execute(conn)
-        .await
+        diesel::update(owned(organization_id, id))
+            .set((
+                integrations::status.eq(status),
+                integrations::updated_at.eq(now()),
+            ))
+            .execute(conn)
+            .await
     })?;
     if updated == 0 {
         return Err(StoreError::NotFound);
@@ -221,24 +245,16 @@ pub async fn replace_credentials(
 ) -> Result<(), StoreError> {
     let rows = credential_rows(organization_id, id, credentials);
     write_tx!(store, |conn| {
-        let touched = diesel::update(
-            integrations::table
-                .filter(integrations::organization_id.eq(organization_id))
-                .filter(integrations::id.eq(id)),
-        )
-        .set(integrations::updated_at.eq(now()))
-        .execute(conn)
-        .await?;
+        let touched = diesel::update(owned(organization_id, id))
+            .set(integrations::updated_at.eq(now()))
+            .execute(conn)
+            .await?;
         if touched == 0 {
             return Err(StoreError::NotFound);
         }
-        diesel::delete(
-            integration_credentials::table
-                .filter(integration_credentials::organization_id.eq(organization_id))
-                .filter(integration_credentials::integration_id.eq(id)),
-        )
-        .execute(conn)
-        .await?;
+        diesel::delete(owned_credentials(organization_id, id))
+            .execute(conn)
+            .await?;
         // One statement per row: SQLite cannot batch rows with optional columns.
         for row in &rows {
             diesel::insert_into(integration_credentials::table)
@@ -256,9 +272,7 @@ pub async fn credentials(
     id: &str,
 ) -> Result<Vec<StoredCredential>, StoreError> {
     let found = with_conn!(store, |conn| {
-        integration_credentials::table
-            .filter(integration_credentials::organization_id.eq(organization_id))
-            .filter(integration_credentials::integration_id.eq(id))
+        owned_credentials(organization_id, id)
             .order(integration_credentials::credential_type)
             .load::<StoredCredential>(conn)
             .await
@@ -269,20 +283,12 @@ pub async fn credentials(
 /// Deletes an integration and its credentials together.
 pub async fn delete(store: &Store, organization_id: &str, id: &str) -> Result<(), StoreError> {
     write_tx!(store, |conn| {
-        diesel::delete(
-            integration_credentials::table
-                .filter(integration_credentials::organization_id.eq(organization_id))
-                .filter(integration_credentials::integration_id.eq(id)),
-        )
-        .execute(conn)
-        .await?;
-        let deleted = diesel::delete(
-            integrations::table
-                .filter(integrations::organization_id.eq(organization_id))
-                .filter(integrations::id.eq(id)),
-        )
-        .execute(conn)
-        .await?;
+        diesel::delete(owned_credentials(organization_id, id))
+            .execute(conn)
+            .await?;
+        let deleted = diesel::delete(owned(organization_id, id))
+            .execute(conn)
+            .await?;
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
@@ -442,10 +448,7 @@ pub async fn activate(
     let metadata = metadata.to_string();
     write_tx!(store, |conn| {
         let updated = diesel::update(
-            integrations::table
-                .filter(integrations::organization_id.eq(organization_id))
-                .filter(integrations::id.eq(id))
-                .filter(integrations::status.eq(STATUS_PENDING)),
+            owned(organization_id, id).filter(integrations::status.eq(STATUS_PENDING)),
         )
         .set((
             integrations::status.eq(STATUS_ACTIVE),
@@ -486,10 +489,7 @@ pub async fn revoke(
 ) -> Result<Integration, StoreError> {
     write_tx!(store, |conn| {
         let updated = diesel::update(
-            integrations::table
-                .filter(integrations::organization_id.eq(organization_id))
-                .filter(integrations::id.eq(id))
-                .filter(integrations::status.ne(STATUS_REVOKED)),
+            owned(organization_id, id).filter(integrations::status.ne(STATUS_REVOKED)),
         )
         .set((
             integrations::status.eq(STATUS_REVOKED),
@@ -500,13 +500,9 @@ pub async fn revoke(
         if updated == 0 {
             return Err(StoreError::NotFound);
         }
-        diesel::delete(
-            integration_credentials::table
-                .filter(integration_credentials::organization_id.eq(organization_id))
-                .filter(integration_credentials::integration_id.eq(id)),
-        )
-        .execute(conn)
-        .await?;
+        diesel::delete(owned_credentials(organization_id, id))
+            .execute(conn)
+            .await?;
         let row = integrations::table
             .find(id)
             .first::<Integration>(conn)
