@@ -219,3 +219,44 @@ async fn failed_refreshes_back_off_then_mark_the_integration_in_error() {
     );
     actor.stop(None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_from_the_provider_holds_the_next_call_back() {
+    let connector = Arc::new(TestConnector::with_token_lifetime(Duration::from_secs(
+        3600,
+    )));
+    *connector.rate_limit_next_validation.lock().unwrap() = Some(Duration::from_secs(30));
+    let store = Arc::new(MemoryCredentials::default());
+    let actor = start(
+        Arc::clone(&connector),
+        Arc::clone(&store),
+        Duration::from_secs(3600),
+    )
+    .await;
+
+    // Validation at start was answered "429, retry after 30 s".
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let health = report(&actor).await;
+    let blocked = health.details["limiter"]["blocked_for_ms"]
+        .as_u64()
+        .expect("blocked");
+    assert!((29_000..=30_000).contains(&blocked), "{blocked}");
+
+    // The next call waits the provider's delay out before it is made.
+    let asked = tokio::time::Instant::now();
+    let outcome = actor
+        .call(
+            |reply| IntegrationMsg::Validate(Some(reply)),
+            Some(Duration::from_secs(120)),
+        )
+        .await
+        .expect("answers");
+    assert!(matches!(outcome, ractor::rpc::CallResult::Success(Ok(()))));
+    assert!(
+        asked.elapsed() >= Duration::from_secs(29),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(connector.validations.load(Ordering::SeqCst), 2);
+    actor.stop(None);
+}

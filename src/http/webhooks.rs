@@ -36,7 +36,7 @@ pub struct IngressState {
     pub secrets: Mutex<HashMap<String, Secret>>,
     /// Live webhook integrations, looked up again after `LIVE_FOR`; a revocation
     /// removes its entry at once.
-    pub live: Mutex<HashMap<String, (integrations::Integration, Instant)>>,
+    pub live: Mutex<HashMap<String, (Arc<integrations::Integration>, Instant)>>,
 }
 
 const LIVE_FOR: Duration = Duration::from_secs(5);
@@ -58,21 +58,25 @@ impl IngressState {
         lock(&self.secrets).remove(integration_id);
     }
 
-    async fn live_webhook(&self, id: &str) -> Result<Option<integrations::Integration>, ApiError> {
+    async fn live_webhook(
+        &self,
+        id: &str,
+    ) -> Result<Option<Arc<integrations::Integration>>, ApiError> {
         if let Some((integration, at)) = lock(&self.live).get(id)
             && at.elapsed() < LIVE_FOR
         {
-            return Ok(Some(integration.clone()));
+            return Ok(Some(Arc::clone(integration)));
         }
         let found = integrations::find_live(&self.store, id)
             .await
             .map_err(|_| ApiError::unavailable("the store is unavailable, retry"))?
             .filter(|i| {
                 i.connector_type == webhook::NAME && i.status == integrations::STATUS_ACTIVE
-            });
+            })
+            .map(Arc::new);
         match &found {
             Some(integration) => {
-                lock(&self.live).insert(id.to_string(), (integration.clone(), Instant::now()));
+                lock(&self.live).insert(id.to_string(), (Arc::clone(integration), Instant::now()));
             }
             None => {
                 lock(&self.live).remove(id);

@@ -19,6 +19,8 @@ pub struct TestConnector {
     /// How long issued access tokens live.
     pub token_lifetime: Mutex<Option<Duration>>,
     pub fail_refresh: AtomicBool,
+    /// The next validation is answered with a rate limit asking to wait this long.
+    pub rate_limit_next_validation: Mutex<Option<Duration>>,
     /// Organizations whose validation panics.
     pub panic_for: Mutex<HashSet<String>>,
     pub refreshes: AtomicU32,
@@ -88,6 +90,9 @@ impl Connector for TestConnector {
 
     async fn validate(&self, credentials: &Credentials) -> Result<(), ConnectorError> {
         self.validations.fetch_add(1, Ordering::SeqCst);
+        if let Some(retry_after) = self.rate_limit_next_validation.lock().unwrap().take() {
+            return Err(ConnectorError::RateLimited { retry_after });
+        }
         if self
             .panic_for
             .lock()
