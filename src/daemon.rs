@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::connectors::ConnectorSet;
-use crate::http::{admin, api};
+use crate::http::{admin, api, webhooks};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::tree::{ActorTree, Services, TreeError};
@@ -77,12 +77,21 @@ impl Daemon {
                 .await
                 .map_err(|source| DaemonError::Bind { what, addr, source })
         };
+        let github_listen = config
+            .connectors
+            .github
+            .as_ref()
+            .and_then(|g| g.webhook_listen);
         let listeners = async {
             let admin = bind("admin", config.admin.listen).await?;
             let api = bind("api", config.server.listen).await?;
-            Ok::<_, DaemonError>((admin, api))
+            let github = match github_listen {
+                Some(addr) => Some(bind("github webhooks", addr).await?),
+                None => None,
+            };
+            Ok::<_, DaemonError>((admin, api, github))
         };
-        let (admin_listener, api_listener) = match listeners.await {
+        let (admin_listener, api_listener, github_listener) = match listeners.await {
             Ok(listeners) => listeners,
             Err(error) => {
                 tree.stop(config.server.shutdown_timeout).await;
@@ -98,20 +107,26 @@ impl Daemon {
             rotation: admin::RotationState::default(),
             rotation_batch: config.vault.rotation_batch as usize,
         }));
-        let servers = vec![
+        let ingress = Arc::new(webhooks::IngressState::new(
+            Arc::clone(&tree),
+            tree.store().clone(),
+            config
+                .connectors
+                .webhook
+                .as_ref()
+                .map_or(Duration::from_secs(300), |w| w.timestamp_tolerance),
+            config
+                .connectors
+                .github
+                .as_ref()
+                .and_then(|g| g.webhook_secret.clone()),
+        ));
+        let mut servers = vec![
             serve(admin_listener, admin_router, shutdown.clone()),
             serve(
                 api_listener,
                 api::router(Arc::new(api::ApiState {
-                    ingress: Arc::new(crate::http::webhooks::IngressState::new(
-                        Arc::clone(&tree),
-                        tree.store().clone(),
-                        config
-                            .connectors
-                            .webhook
-                            .as_ref()
-                            .map_or(Duration::from_secs(300), |w| w.timestamp_tolerance),
-                    )),
+                    ingress: Arc::clone(&ingress),
                     max_body_bytes: config.pipeline.max_body_bytes,
                     tree: Arc::clone(&tree),
                     store: tree.store().clone(),
@@ -123,6 +138,12 @@ impl Daemon {
         ];
         info!(addr = %admin_addr, authenticated = config.admin.token.is_some(), "admin endpoint listening");
         info!(addr = %api_addr, "api listening");
+        if let Some(listener) = github_listener {
+            let addr = local_addr(&listener, github_listen.unwrap_or(config.server.listen));
+            info!(addr = %addr, "GitHub webhook listener");
+            let router = webhooks::github_router(ingress, config.pipeline.max_body_bytes);
+            servers.push(serve(listener, router, shutdown.clone()));
+        }
         Ok(Daemon {
             api_addr,
             admin_addr,

@@ -20,11 +20,13 @@ use switchboard_actors::{
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::connectors::{Connector, ConnectorError, CredentialValue, Credentials};
+use crate::connectors::{Connector, ConnectorError, CredentialValue, Credentials, EventEffect};
 use crate::pipeline::{Envelope, Pipeline};
 use crate::secret::Secret;
 use crate::store::events;
-use crate::store::integrations::{self, Integration, NewCredential, STATUS_ACTIVE, STATUS_ERROR};
+use crate::store::integrations::{
+    self, Integration, NewCredential, STATUS_ACTIVE, STATUS_ERROR, STATUS_SUSPENDED,
+};
 use crate::store::{self, Store, audit};
 use crate::vault::{Binding, Sealed, Vault};
 
@@ -44,6 +46,14 @@ pub trait CredentialStore: Send + Sync + 'static {
         values: Vec<CredentialValue>,
     ) -> Result<(), String>;
     async fn set_status(&self, integration: &Integration, status: &str) -> Result<(), String>;
+    async fn set_metadata(
+        &self,
+        integration: &Integration,
+        metadata: &serde_json::Value,
+    ) -> Result<(), String>;
+    /// The provider revoked the account: credentials deleted and status `revoked`
+    /// together, and the integration's waiting events marked dead with the reason.
+    async fn revoke(&self, integration: &Integration, reason: &str) -> Result<(), String>;
     /// Records what happened, without secrets.
     async fn audit(&self, integration: &Integration, action: &str, details: serde_json::Value);
 }
@@ -118,6 +128,34 @@ impl CredentialStore for VaultCredentials {
         )
         .await
         .map_err(|e| e.to_string())
+    }
+
+    async fn set_metadata(
+        &self,
+        integration: &Integration,
+        metadata: &serde_json::Value,
+    ) -> Result<(), String> {
+        integrations::set_metadata(
+            &self.store,
+            &integration.organization_id,
+            &integration.id,
+            metadata,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn revoke(&self, integration: &Integration, reason: &str) -> Result<(), String> {
+        match integrations::revoke(&self.store, &integration.organization_id, &integration.id)
+            .await
+        {
+            Ok(_) | Err(store::StoreError::NotFound) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+        events::bury_pending(&self.store, &integration.id, reason)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn audit(&self, integration: &Integration, action: &str, details: serde_json::Value) {
@@ -303,6 +341,10 @@ impl IntegrationState {
     }
 
     async fn refresh(&mut self, myself: &ActorRef<IntegrationMsg>) {
+        if self.integration.status == STATUS_SUSPENDED {
+            // The provider refuses tokens while suspended; lifting it triggers a refresh.
+            return;
+        }
         let outcome = match self.services.credentials.load(&self.integration).await {
             Ok(credentials) => {
                 let connector = Arc::clone(&self.services.connector);
@@ -324,6 +366,12 @@ impl IntegrationState {
                 }
             }
             Err(CallError::Failed(ConnectorError::NotSupported)) => return,
+            Err(CallError::Failed(ConnectorError::Unauthorized(reason))) => {
+                // The provider refused outright (the connector already retried what
+                // it could): waiting will not help, so say so now.
+                self.mark_error(&reason).await;
+                Err(reason)
+            }
             Err(error) => Err(error.message()),
         };
         match outcome {
@@ -394,8 +442,22 @@ impl IntegrationState {
             }
         };
         let full = batch.len() as i64 == BATCH;
+        if batch.is_empty() {
+            return;
+        }
+        // Decrypted once for the batch, dropped (zeroized) after it.
+        let credentials = match self.services.credentials.load(&self.integration).await {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                warn!(integration_id = %self.integration.id, error = %error, "credentials unavailable for events");
+                self.last_error = Some(format!("credentials unavailable: {error}"));
+                self.schedule_events(myself, pipeline.retry.delay(1));
+                return;
+            }
+        };
         let mut done = Vec::new();
         let mut wait = None;
+        let mut revoked = None;
         for event in batch {
             if let Some(due) = event.next_attempt_at
                 && let Ok(left) = (due - store::now()).to_std()
@@ -406,15 +468,29 @@ impl IntegrationState {
             }
             let envelope = Envelope::from_event(&event);
             let connector = Arc::clone(&self.services.connector);
-            let outcome = match self.call_provider(connector.handle_event(&envelope)).await {
-                Ok(()) => pipeline.routes.dispatch(&envelope).await.map(|_| ()),
+            let outcome = match self
+                .call_provider(connector.handle_event(&credentials, &envelope))
+                .await
+            {
+                Ok(effect) => match pipeline.routes.dispatch(&envelope).await {
+                    Ok(_) => Ok(effect),
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error.message()),
             };
             let reason = match outcome {
-                Ok(()) => {
+                Ok(effect) => {
                     self.events_processed += 1;
                     pipeline.metrics.processed.inc();
                     done.push(event.id);
+                    match effect {
+                        EventEffect::Revoked { reason } => {
+                            // Nothing after it can be handled: the rest is buried below.
+                            revoked = Some(reason);
+                            break;
+                        }
+                        effect => self.apply(myself, effect).await,
+                    }
                     continue;
                 }
                 Err(reason) => reason,
@@ -448,6 +524,10 @@ impl IntegrationState {
             self.schedule_events(myself, pipeline.retry.delay(1));
             return;
         }
+        if let Some(reason) = revoked {
+            self.revoked_by_provider(myself, &reason).await;
+            return;
+        }
         match wait {
             Some(delay) => self.schedule_events(myself, delay),
             // More may be waiting behind a full batch: behind whatever else is queued.
@@ -456,6 +536,77 @@ impl IntegrationState {
             }
             None => {}
         }
+    }
+
+    /// Applies what an event said about the integration (not a revocation).
+    async fn apply(&mut self, myself: &ActorRef<IntegrationMsg>, effect: EventEffect) {
+        match effect {
+            EventEffect::None | EventEffect::Revoked { .. } => {}
+            EventEffect::Status(status) => {
+                if self.integration.status == status {
+                    return;
+                }
+                self.set_status(status).await;
+                info!(integration_id = %self.integration.id, status, "integration status set by the provider");
+                self.services
+                    .credentials
+                    .audit(
+                        &self.integration,
+                        "integration.status",
+                        serde_json::json!({"status": status, "by": "provider"}),
+                    )
+                    .await;
+                if status == STATUS_SUSPENDED {
+                    // Nothing to refresh until the provider lifts the suspension.
+                    if let Some(timer) = self.refresh_timer.take() {
+                        timer.abort();
+                    }
+                } else if self.expires_at.is_some() {
+                    let _ = myself.send_message(IntegrationMsg::RefreshCredentials);
+                }
+            }
+            EventEffect::Metadata(metadata) => {
+                match self
+                    .services
+                    .credentials
+                    .set_metadata(&self.integration, &metadata)
+                    .await
+                {
+                    Ok(()) => self.integration.metadata = metadata.to_string(),
+                    Err(error) => {
+                        warn!(integration_id = %self.integration.id, error = %error, "metadata not stored")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The provider revoked the account (uninstalled, tokens revoked): revoke the
+    /// integration here too and leave the tree. A failure to record it is retried.
+    async fn revoked_by_provider(&mut self, myself: &ActorRef<IntegrationMsg>, reason: &str) {
+        if let Err(error) = self
+            .services
+            .credentials
+            .revoke(&self.integration, reason)
+            .await
+        {
+            warn!(integration_id = %self.integration.id, error = %error, "revocation by the provider not recorded yet");
+            self.last_error = Some(format!("revocation not recorded: {error}"));
+            let delay = self.services.backoff.delay(1);
+            self.schedule_events(myself, delay);
+            return;
+        }
+        warn!(integration_id = %self.integration.id, reason, "integration revoked by the provider");
+        self.integration.status = integrations::STATUS_REVOKED.to_string();
+        self.services
+            .credentials
+            .audit(
+                &self.integration,
+                "integration.revoke",
+                serde_json::json!({"by": "provider", "reason": reason}),
+            )
+            .await;
+        switchboard_actors::leave_supervisor(&myself.get_cell(), &actor_name(&self.integration.id));
     }
 
     async fn mark_error(&mut self, reason: &str) {

@@ -3,52 +3,18 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::memory_credentials::MemoryCredentials;
 use common::test_connector::TestConnector;
-use switchboard::connectors::{Connector, CredentialValue, Credentials};
+use switchboard::connectors::{Connector, CredentialValue};
 use switchboard::integration::{
-    CredentialStore, IntegrationActor, IntegrationArgs, IntegrationMsg, IntegrationServices,
+    IntegrationActor, IntegrationArgs, IntegrationMsg, IntegrationServices,
 };
 use switchboard::secret::Secret;
 use switchboard::store::integrations::Integration;
 use switchboard_actors::{Backoff, BreakerConfig, HealthReport};
-
-/// Credentials kept in memory: what the actor saved last.
-#[derive(Default)]
-struct MemoryCredentials {
-    values: Mutex<Vec<CredentialValue>>,
-    statuses: Mutex<Vec<String>>,
-    audits: Mutex<Vec<String>>,
-}
-
-#[async_trait::async_trait]
-impl CredentialStore for MemoryCredentials {
-    async fn load(&self, integration: &Integration) -> Result<Credentials, String> {
-        Ok(Credentials {
-            organization_id: integration.organization_id.clone(),
-            integration_id: integration.id.clone(),
-            external_id: None,
-            metadata: serde_json::json!({}),
-            values: self.values.lock().unwrap().clone(),
-        })
-    }
-    async fn save(&self, _: &Integration, values: Vec<CredentialValue>) -> Result<(), String> {
-        *self.values.lock().unwrap() = values;
-        Ok(())
-    }
-    async fn set_status(&self, _: &Integration, status: &str) -> Result<(), String> {
-        self.statuses.lock().unwrap().push(status.to_string());
-        Ok(())
-    }
-    async fn audit(&self, _: &Integration, action: &str, details: serde_json::Value) {
-        self.audits
-            .lock()
-            .unwrap()
-            .push(format!("{action} {details}"));
-    }
-}
 
 fn integration() -> Integration {
     let now = switchboard::store::now();

@@ -32,5 +32,5 @@ pub use registry::Registry;
 pub use restart::{Backoff, Intensity, Restart, Strategy};
 pub use supervisor::{
     ChildSpec, ObserveOptions, StartContext, Supervisor, SupervisorError, SupervisorMsg,
-    SupervisorRef, SupervisorSpec, observe_tree, observe_tree_with,
+    SupervisorRef, SupervisorSpec, leave_supervisor, observe_tree, observe_tree_with,
 };

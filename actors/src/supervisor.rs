@@ -973,6 +973,20 @@ impl std::fmt::Debug for SupervisorRef {
     }
 }
 
+/// Asks the supervisor of `child` (a running child actor) to remove it for good: a
+/// dynamic child whose work is over (a revoked integration) leaves the tree without
+/// being restarted. Returns at once; the supervisor stops the child after its
+/// current message.
+pub fn leave_supervisor(child: &ActorCell, child_id: &str) -> bool {
+    let Some(supervisor) = child.try_get_supervisor() else {
+        return false;
+    };
+    let (reply, _ignored) = ractor::concurrency::oneshot();
+    ActorRef::<SupervisorMsg>::from(supervisor)
+        .send_message(SupervisorMsg::RemoveChild(child_id.to_string(), reply.into()))
+        .is_ok()
+}
+
 impl SupervisorRef {
     /// Starts a supervisor with no parent (the root of a tree).
     pub async fn spawn(spec: SupervisorSpec) -> Result<(Self, JoinHandle<()>), SpawnErr> {

@@ -72,6 +72,24 @@ impl ConnectorsConfig {
                 "connectors.github.api_base_url",
                 &github.api_base_url,
             );
+            require_url(
+                &mut problems,
+                "connectors.github.web_base_url",
+                &github.web_base_url,
+            );
+            require(
+                &mut problems,
+                "connectors.github.webhook_secret",
+                github.webhook_secret.is_some(),
+            );
+            match &github.private_key {
+                None => problems.push(Problem::new("connectors.github.private_key", "is required")),
+                Some(key) => {
+                    if let Err(error) = super::github::app_jwt::AppJwt::new(&github.app_id, key) {
+                        problems.push(Problem::new("connectors.github.private_key", error));
+                    }
+                }
+            }
         }
         if let Some(pagerduty) = &self.pagerduty {
             require_url(
@@ -162,6 +180,19 @@ pub struct GithubConfig {
     pub webhook_listen: Option<SocketAddr>,
     #[serde(default = "github_api")]
     pub api_base_url: String,
+    /// Where tenants are sent to install the app.
+    #[serde(default = "github_web")]
+    pub web_base_url: String,
+    #[serde(with = "humantime_serde", default = "ten_seconds")]
+    pub request_timeout: Duration,
+}
+
+fn github_web() -> String {
+    "https://github.com".to_string()
+}
+
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn github_api() -> String {

@@ -9,6 +9,7 @@
 //! plainly that it is not available instead of pretending to connect.
 
 mod config;
+pub mod github;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -69,10 +70,13 @@ impl ConnectorKind {
 
     /// Why this build cannot connect to the provider, if it cannot.
     pub fn unavailable_reason(self) -> Option<&'static str> {
-        // Each provider's implementation lands with its own issue; none has yet.
-        Some(
-            "this provider is not implemented in this build: its events and integrations are not handled",
-        )
+        match self {
+            ConnectorKind::Webhook | ConnectorKind::Github => None,
+            // Each provider's implementation lands with its own issue.
+            _ => Some(
+                "this provider is not implemented in this build: its events and integrations are not handled",
+            ),
+        }
     }
 }
 
@@ -229,10 +233,34 @@ pub trait Connector: Send + Sync + 'static {
     }
 
     /// Handles one of the integration's events (already durable), before the routes
-    /// see it. An `Err` fails this attempt; the event is retried.
-    async fn handle_event(&self, _event: &Envelope) -> Result<(), ConnectorError> {
-        Ok(())
+    /// see it, with the integration's credentials. An `Err` fails this attempt; the
+    /// event is retried. What it asks of the integration (revoke it, update its
+    /// metadata) comes back as an [`EventEffect`] that the integration actor applies.
+    async fn handle_event(
+        &self,
+        _integration: &Credentials,
+        _event: &Envelope,
+    ) -> Result<EventEffect, ConnectorError> {
+        Ok(EventEffect::None)
     }
+
+    /// A short readable line for an event (for chat messages), if the connector knows one.
+    fn describe(&self, _event: &Envelope) -> Option<String> {
+        None
+    }
+}
+
+/// What handling an event changes about its integration, applied by its actor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventEffect {
+    None,
+    /// The provider says the account is gone (uninstalled, tokens revoked): the
+    /// integration is revoked and its actor removed.
+    Revoked { reason: String },
+    /// A new status that is not a revocation (`suspended`, back to `active`).
+    Status(&'static str),
+    /// Replace the integration's metadata (repositories added, permissions changed).
+    Metadata(serde_json::Value),
 }
 
 /// The connectors this daemon runs, by name.
@@ -253,6 +281,13 @@ impl ConnectorSet {
         let mut set = Self::default();
         if let Some(webhook) = &config.webhook {
             set = set.with(Arc::new(webhook::WebhookConnector::build(webhook)));
+        }
+        // Configuration validation has already checked what `build` needs.
+        if let Some(github) = &config.github {
+            match github::GithubConnector::build(github) {
+                Ok(connector) => set = set.with(Arc::new(connector)),
+                Err(error) => tracing::error!(error = %error, "the GitHub connector cannot start"),
+            }
         }
         set
     }

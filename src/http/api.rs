@@ -294,6 +294,10 @@ async fn complete(
             "no_pending_authorization",
             "this authorization was replaced or revoked meanwhile: start again",
         ),
+        // The provider account is bound to a live integration already.
+        StoreError::Conflict(message) => {
+            ApiError::new(StatusCode::CONFLICT, "account_already_connected", message)
+        }
         other => store_error(other),
     })?;
     if let Err(error) = state.tree.add_integration(active.clone(), expires_at).await {
@@ -327,7 +331,6 @@ async fn browser_callback(
     Path(connector_type): Path<String>,
     Query(query): Query<BrowserCallback>,
 ) -> Response {
-    let _ = query.setup_action;
     if let Some(error) = query.error {
         return oauth_pages::failure(
             StatusCode::BAD_REQUEST,
@@ -338,6 +341,11 @@ async fn browser_callback(
         return oauth_pages::failure(StatusCode::NOT_FOUND, "This connector is not available.");
     }
     let Some(oauth_state) = query.state else {
+        if query.setup_action.as_deref() == Some("update") {
+            // A tenant changed an installation from GitHub's settings: nothing is
+            // bound here; the installation's own events bring the change.
+            return oauth_pages::updated(&connector_type);
+        }
         return oauth_pages::failure(
             StatusCode::BAD_REQUEST,
             "The authorization state is missing.",

@@ -37,6 +37,15 @@ pub fn success(connector: &str, account: Option<&str>) -> Response {
     page(StatusCode::OK, "Connected", &message)
 }
 
+/// The provider changed an existing connection (a GitHub installation's repositories).
+pub fn updated(connector: &str) -> Response {
+    page(
+        StatusCode::OK,
+        "Updated",
+        &format!("Your {connector} installation was updated; switchboard picks up the change."),
+    )
+}
+
 pub fn failure(status: StatusCode, message: &str) -> Response {
     page(status, "Not connected", message)
 }

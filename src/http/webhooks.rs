@@ -19,11 +19,12 @@ use serde_json::json;
 use tracing::warn;
 
 use super::ApiError;
+use crate::connectors::github;
 use crate::connectors::webhook::{self, SIGNING_SECRET, WebhookConnector};
 use crate::integration::{CredentialStore, VaultCredentials};
 use crate::pipeline::{inbox, standard_webhooks};
 use crate::secret::Secret;
-use crate::store::events::NewEvent;
+use crate::store::events::{self, NewEvent};
 use crate::store::{Store, integrations};
 use crate::tree::ActorTree;
 
@@ -31,6 +32,8 @@ pub struct IngressState {
     pub tree: Arc<ActorTree>,
     pub store: Store,
     pub tolerance: Duration,
+    /// The GitHub App's webhook secret, when GitHub is configured.
+    pub github_secret: Option<Secret>,
     /// Signing secrets by integration, so that a webhook costs no vault round trip.
     /// A failed verification looks the secret up again before refusing.
     pub secrets: Mutex<HashMap<String, Secret>>,
@@ -42,11 +45,17 @@ pub struct IngressState {
 const LIVE_FOR: Duration = Duration::from_secs(5);
 
 impl IngressState {
-    pub fn new(tree: Arc<ActorTree>, store: Store, tolerance: Duration) -> Self {
+    pub fn new(
+        tree: Arc<ActorTree>,
+        store: Store,
+        tolerance: Duration,
+        github_secret: Option<Secret>,
+    ) -> Self {
         Self {
             tree,
             store,
             tolerance,
+            github_secret,
             secrets: Mutex::default(),
             live: Mutex::default(),
         }
@@ -89,18 +98,24 @@ impl IngressState {
 pub fn router(state: Arc<IngressState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/webhooks/generic/{integration_id}", post(generic))
+        .route(GITHUB_PATH, post(github))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
-async fn generic(
-    State(state): State<Arc<IngressState>>,
-    Path(integration_id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let started = Instant::now();
-    let body = body.map_err(|rejection| {
+pub const GITHUB_PATH: &str = "/webhooks/github";
+
+/// GitHub's webhooks alone: for a connector-owned listener
+/// (`connectors.github.webhook_listen`).
+pub fn github_router(state: Arc<IngressState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(GITHUB_PATH, post(github))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,7 +129,120 @@ async fn generic(
                 rejection.body_text(),
             )
         }
+    })
+}
+
+/// Stores a verified event through the inbox; a failure is a 503 so that the
+/// provider retries.
+async fn store_event(
+    state: &IngressState,
+    event: NewEvent,
+    started: Instant,
+) -> Result<events::Stored, ApiError> {
+    let connector = event.connector_type.clone();
+    let stored = inbox::store(state.tree.registry(), event, Duration::from_secs(10))
+        .await
+        .map_err(|error| {
+            warn!(connector, error = %error, "webhook not stored: answered 503");
+            ApiError::unavailable("the event could not be stored, retry")
+        })?;
+    state
+        .tree
+        .pipeline_metrics()
+        .ingest_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(stored)
+}
+
+fn stored_json(stored: &events::Stored) -> Json<serde_json::Value> {
+    Json(json!({"id": stored.id, "duplicate": stored.duplicate}))
+}
+
+/// GitHub App webhooks: X-Hub-Signature-256 over the raw body, X-GitHub-Delivery as
+/// the de-duplication id, routed to the integration bound to `installation.id`.
+/// An event for an installation bound to no organization (yet) is kept, dead with
+/// that reason, never dropped.
+async fn github(
+    State(state): State<Arc<IngressState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    let secret = state
+        .github_secret
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("GitHub is not configured"))?;
+    let body = body_or_error(body)?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    github::signature::verify(
+        secret,
+        header(github::signature::SIGNATURE_256),
+        header(github::signature::SIGNATURE_SHA1),
+        &body,
+    )
+    .map_err(|error| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            error.to_string(),
+        )
     })?;
+    let bad_request =
+        |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let name = header("x-github-event").ok_or_else(|| bad_request("missing X-GitHub-Event"))?;
+    if name == "ping" {
+        // GitHub's check that the hook works: nothing to store.
+        return Ok(Json(json!({"ok": true})));
+    }
+    let delivery_id = header("x-github-delivery")
+        .filter(|d| !d.is_empty() && d.len() <= 200)
+        .ok_or_else(|| bad_request("missing X-GitHub-Delivery"))?
+        .to_string();
+    let payload: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| bad_request("the body is not JSON"))?;
+    let installation = payload
+        .pointer("/installation/id")
+        .and_then(|id| id.as_u64())
+        .map(|id| id.to_string());
+    let integration = match &installation {
+        Some(installation) => {
+            integrations::find_by_account(&state.store, github::NAME, installation)
+                .await
+                .map_err(|_| ApiError::unavailable("the store is unavailable, retry"))?
+        }
+        None => None,
+    };
+    let event = NewEvent {
+        organization_id: integration.as_ref().map(|i| i.organization_id.clone()),
+        integration_id: integration.as_ref().map(|i| i.id.clone()),
+        connector_type: github::NAME.to_string(),
+        event_type: github::events::event_type(name, &payload),
+        delivery_id,
+        payload: String::from_utf8_lossy(&body).into_owned(),
+        occurred_at: None,
+    };
+    let stored = store_event(&state, event, started).await?;
+    if integration.is_none() && !stored.duplicate {
+        // Nobody can process it: kept, dead with the reason (replayable once bound).
+        let reason = match &installation {
+            Some(id) => format!("no integration is bound to GitHub App installation {id}"),
+            None => "the event names no GitHub App installation".to_string(),
+        };
+        if let Err(error) = events::mark_failed(&state.store, &stored.id, 0, &reason, None).await {
+            warn!(event_id = %stored.id, error = %error, "unrouted GitHub event left pending");
+        }
+    }
+    Ok(stored_json(&stored))
+}
+
+async fn generic(
+    State(state): State<Arc<IngressState>>,
+    Path(integration_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    let body = body_or_error(body)?;
     let integration = state
         .live_webhook(&integration_id)
         .await?
@@ -163,20 +291,9 @@ async fn generic(
         payload: String::from_utf8_lossy(&body).into_owned(),
         occurred_at: chrono::DateTime::from_timestamp(timestamp, 0).map(|t| t.naive_utc()),
     };
-    let stored = inbox::store(state.tree.registry(), event, Duration::from_secs(10))
+    store_event(&state, event, started)
         .await
-        .map_err(|error| {
-            warn!(integration_id = %integration.id, error = %error, "webhook not stored: answered 503");
-            ApiError::unavailable("the event could not be stored, retry")
-        })?;
-    state
-        .tree
-        .pipeline_metrics()
-        .ingest_seconds
-        .observe(started.elapsed().as_secs_f64());
-    Ok(Json(
-        json!({"id": stored.id, "duplicate": stored.duplicate}),
-    ))
+        .map(|stored| stored_json(&stored))
 }
 
 async fn signing_secret(

@@ -366,6 +366,8 @@ pub async fn count_by_key(store: &Store) -> Result<Vec<(String, i64)>, StoreErro
 pub const STATUS_PENDING: &str = "pending";
 pub const STATUS_ACTIVE: &str = "active";
 pub const STATUS_ERROR: &str = "error";
+/// The provider suspended the account (a GitHub installation): kept, but not called.
+pub const STATUS_SUSPENDED: &str = "suspended";
 
 /// Starts an authorization: a `pending` integration for (organization, connector),
 /// replacing a pending one; a live one that is not pending is a `Conflict`.
@@ -446,7 +448,36 @@ pub async fn activate(
 ) -> Result<Integration, StoreError> {
     let rows = credential_rows(organization_id, id, credentials);
     let metadata = metadata.to_string();
+    let connector_type = with_conn!(store, |conn| {
+        owned(organization_id, id)
+            .select(integrations::connector_type)
+            .first::<String>(conn)
+            .await
+    })?;
     write_tx!(store, |conn| {
+        if let Some(account) = &external_id {
+            let bound = integrations::table
+                .filter(integrations::connector_type.eq(&connector_type))
+                .filter(integrations::external_id.eq(account))
+                .filter(integrations::status.ne_all([STATUS_PENDING, STATUS_REVOKED]))
+                .select((integrations::id, integrations::organization_id))
+                .first::<(String, String)>(conn)
+                .await
+                .optional()?;
+            match bound {
+                Some((_, owner)) if owner != organization_id => {
+                    return Err(StoreError::Conflict(
+                        "this account is already connected to another organization".to_string(),
+                    ));
+                }
+                Some((existing, _)) => {
+                    return Err(StoreError::Conflict(format!(
+                        "this account is already connected as integration {existing}: revoke it first"
+                    )));
+                }
+                None => {}
+            }
+        }
         let updated = diesel::update(
             owned(organization_id, id).filter(integrations::status.eq(STATUS_PENDING)),
         )
@@ -542,6 +573,48 @@ pub async fn live_with_expiry(
             (i, expiry)
         })
         .collect())
+}
+
+/// Replaces an integration's metadata (what the provider told of the account).
+pub async fn set_metadata(
+    store: &Store,
+    organization_id: &str,
+    id: &str,
+    metadata: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let metadata = metadata.to_string();
+    let updated = with_conn!(store, |conn| {
+        diesel::update(owned(organization_id, id))
+            .set((
+                integrations::metadata.eq(&metadata),
+                integrations::updated_at.eq(now()),
+            ))
+            .execute(conn)
+            .await
+    })?;
+    if updated == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// The live integration bound to a provider account (a GitHub installation, a Slack
+/// team): where that account's events go. A system query, for ingress.
+pub async fn find_by_account(
+    store: &Store,
+    connector_type: &str,
+    external_id: &str,
+) -> Result<Option<Integration>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        integrations::table
+            .filter(integrations::connector_type.eq(connector_type))
+            .filter(integrations::external_id.eq(external_id))
+            .filter(integrations::status.ne_all([STATUS_PENDING, STATUS_REVOKED]))
+            .first::<Integration>(conn)
+            .await
+            .optional()
+    })?;
+    Ok(found)
 }
 
 /// A live integration by id alone: for webhook ingress, where the URL names the

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod memory_credentials;
 pub mod test_connector;
 pub mod webhooks;
 
