@@ -146,8 +146,7 @@ impl CredentialStore for VaultCredentials {
     }
 
     async fn revoke(&self, integration: &Integration, reason: &str) -> Result<(), String> {
-        match integrations::revoke(&self.store, &integration.organization_id, &integration.id)
-            .await
+        match integrations::revoke(&self.store, &integration.organization_id, &integration.id).await
         {
             Ok(_) | Err(store::StoreError::NotFound) => {}
             Err(error) => return Err(error.to_string()),

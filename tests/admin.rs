@@ -5,7 +5,7 @@ mod common;
 use common::{TestDaemon, child};
 use rstest::rstest;
 
-const TWO_CONNECTORS: &str = "[connectors.slack]\nclient_id = \"cid\"\n[connectors.github]\napp_id = \"1\"\napp_slug = \"sb\"\n";
+const TWO_CONNECTORS: &str = "[connectors.slack]\nclient_id = \"cid\"\n[connectors.pagerduty]\n";
 
 #[tokio::test]
 async fn liveness_and_readiness_answer() {
@@ -39,7 +39,7 @@ async fn the_health_tree_shows_every_connector_honestly() {
     assert_eq!(status, 200);
     assert_eq!(tree["name"], "root");
     assert_eq!(tree["status"], "running");
-    for name in ["connector:slack", "connector:github"] {
+    for name in ["connector:slack", "connector:pagerduty"] {
         let node = child(&tree, name);
         for field in [
             "name",
@@ -95,17 +95,17 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
         "an explicit restart is not a failure"
     );
 
-    let (github_before, github_after) = (
-        child(&before, "connector:github"),
-        child(&after, "connector:github"),
+    let (pagerduty_before, pagerduty_after) = (
+        child(&before, "connector:pagerduty"),
+        child(&after, "connector:pagerduty"),
     );
     assert_eq!(
-        github_before["actor_id"], github_after["actor_id"],
-        "github kept its actor"
+        pagerduty_before["actor_id"], pagerduty_after["actor_id"],
+        "pagerduty kept its actor"
     );
-    assert_eq!(github_after["restarts"], 0);
-    assert_eq!(github_after["manual_restarts"], 0);
-    assert!(github_after["last_restart_at"].is_null());
+    assert_eq!(pagerduty_after["restarts"], 0);
+    assert_eq!(pagerduty_after["manual_restarts"], 0);
+    assert!(pagerduty_after["last_restart_at"].is_null());
 
     let metrics = daemon
         .http
@@ -127,7 +127,7 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
 }
 
 #[rstest]
-#[case::unconfigured_connector("GET", "/admin/connectors/pagerduty")]
+#[case::unconfigured_connector("GET", "/admin/connectors/gcp")]
 #[case::unknown_connector("GET", "/admin/connectors/myspace")]
 #[case::restart_unknown_connector("POST", "/admin/connectors/myspace/restart")]
 #[case::restart_unconfigured_connector("POST", "/admin/connectors/datadog/restart")]

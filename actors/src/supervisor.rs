@@ -983,7 +983,10 @@ pub fn leave_supervisor(child: &ActorCell, child_id: &str) -> bool {
     };
     let (reply, _ignored) = ractor::concurrency::oneshot();
     ActorRef::<SupervisorMsg>::from(supervisor)
-        .send_message(SupervisorMsg::RemoveChild(child_id.to_string(), reply.into()))
+        .send_message(SupervisorMsg::RemoveChild(
+            child_id.to_string(),
+            reply.into(),
+        ))
         .is_ok()
 }
 

@@ -256,7 +256,9 @@ pub enum EventEffect {
     None,
     /// The provider says the account is gone (uninstalled, tokens revoked): the
     /// integration is revoked and its actor removed.
-    Revoked { reason: String },
+    Revoked {
+        reason: String,
+    },
     /// A new status that is not a revocation (`suspended`, back to `active`).
     Status(&'static str),
     /// Replace the integration's metadata (repositories added, permissions changed).

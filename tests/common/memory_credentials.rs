@@ -35,7 +35,11 @@ impl CredentialStore for MemoryCredentials {
         self.statuses.lock().unwrap().push(status.to_string());
         Ok(())
     }
-    async fn set_metadata(&self, _: &Integration, metadata: &serde_json::Value) -> Result<(), String> {
+    async fn set_metadata(
+        &self,
+        _: &Integration,
+        metadata: &serde_json::Value,
+    ) -> Result<(), String> {
         *self.metadata.lock().unwrap() = Some(metadata.clone());
         Ok(())
     }

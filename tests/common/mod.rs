@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod fake_github;
 pub mod memory_credentials;
 pub mod test_connector;
 pub mod webhooks;
@@ -90,6 +91,16 @@ impl TestDaemon {
         );
         let config = parse(&text);
         let connectors = switchboard::connectors::ConnectorSet::from_config(&config.connectors);
+        Self::start_full(data_dir, &text, connectors).await
+    }
+
+    /// A daemon on SQLite running the connectors its configuration builds.
+    pub async fn start_configured(extra: &str) -> TestDaemon {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
+        let text = config_text(&url, "", extra);
+        let connectors =
+            switchboard::connectors::ConnectorSet::from_config(&parse(&text).connectors);
         Self::start_full(data_dir, &text, connectors).await
     }
 

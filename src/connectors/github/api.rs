@@ -117,17 +117,14 @@ impl GithubApi {
             let Some(url) = next.take() else {
                 return Ok(items);
             };
-            let (headers, text) = self
-                .send(principal, token, Method::GET, &url, None)
-                .await?;
+            let (headers, text) = self.send(principal, token, Method::GET, &url, None).await?;
             let page: serde_json::Value = decode(&text)?;
             let page = match field {
                 Some(field) => page.get(field).cloned().unwrap_or_default(),
                 None => page,
             };
-            let page: Vec<T> = serde_json::from_value(page).map_err(|e| {
-                ConnectorError::Unavailable(format!("unexpected list page: {e}"))
-            })?;
+            let page: Vec<T> = serde_json::from_value(page)
+                .map_err(|e| ConnectorError::Unavailable(format!("unexpected list page: {e}")))?;
             items.extend(page);
             next = headers
                 .get("link")
@@ -155,7 +152,10 @@ impl GithubApi {
             .request(method, url)
             .header(ACCEPT, "application/vnd.github+json")
             .header("x-github-api-version", API_VERSION)
-            .header(USER_AGENT, concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+            .header(
+                USER_AGENT,
+                concat!("switchboard/", env!("CARGO_PKG_VERSION")),
+            )
             .header(AUTHORIZATION, format!("Bearer {}", token.expose()));
         if let Some(body) = body {
             request = request.json(body);
@@ -195,7 +195,9 @@ impl GithubApi {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(switchboard_actors::parse_retry_after);
-                let secondary = message.to_ascii_lowercase().contains("secondary rate limit");
+                let secondary = message
+                    .to_ascii_lowercase()
+                    .contains("secondary rate limit");
                 let wait = if secondary || retry_after.is_some() {
                     Some(self.secondary_limit(principal, retry_after))
                 } else if remaining == Some(0) {
@@ -208,9 +210,9 @@ impl GithubApi {
                 match wait {
                     Some(retry_after) => ConnectorError::RateLimited { retry_after },
                     // A plain 403: the app lacks a permission, or the installation is suspended.
-                    None => {
-                        ConnectorError::Unauthorized(format!("GitHub refused ({status}): {message}"))
-                    }
+                    None => ConnectorError::Unauthorized(format!(
+                        "GitHub refused ({status}): {message}"
+                    )),
                 }
             }
             StatusCode::NOT_FOUND => {
@@ -219,9 +221,9 @@ impl GithubApi {
             status if status.is_server_error() => {
                 ConnectorError::Unavailable(format!("GitHub failed ({status}): {message}"))
             }
-            status => ConnectorError::Invalid(format!(
-                "GitHub refused the request ({status}): {message}"
-            )),
+            status => {
+                ConnectorError::Invalid(format!("GitHub refused the request ({status}): {message}"))
+            }
         }))
     }
 
@@ -265,7 +267,11 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<T, ConnectorError> {
 fn error_message(text: &str) -> String {
     serde_json::from_str::<serde_json::Value>(text)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| text.chars().take(200).collect())
 }
 

@@ -121,7 +121,13 @@ mod tests {
 
     #[test]
     fn a_bad_key_is_a_clear_error_that_does_not_quote_it() {
-        let error = AppJwt::new("1", &Secret::new("-----BEGIN RSA PRIVATE KEY-----\nnot-a-key\n-----END RSA PRIVATE KEY-----")).unwrap_err();
+        let error = AppJwt::new(
+            "1",
+            &Secret::new(
+                "-----BEGIN RSA PRIVATE KEY-----\nnot-a-key\n-----END RSA PRIVATE KEY-----",
+            ),
+        )
+        .unwrap_err();
         assert!(error.contains("connectors.github.private_key"), "{error}");
         assert!(!error.contains("not-a-key"), "{error}");
     }

@@ -193,10 +193,9 @@ impl GithubEvent {
                 e.comment.body.chars().take(200).collect::<String>(),
                 e.comment.html_url
             ),
-            GithubEvent::Installation(e) => format!(
-                "GitHub App installation {} {}",
-                e.installation.id, e.action
-            ),
+            GithubEvent::Installation(e) => {
+                format!("GitHub App installation {} {}", e.installation.id, e.action)
+            }
             GithubEvent::InstallationRepositories(e) => format!(
                 "GitHub App installation {}: {} repositories added, {} removed",
                 e.installation.id,
@@ -252,7 +251,10 @@ mod tests {
         });
         assert_eq!(event_type("push", &payload), "push");
         let event = GithubEvent::parse("push", &payload).unwrap();
-        assert_eq!(event.describe().unwrap(), "octocat pushed 2 commits to main in o/r");
+        assert_eq!(
+            event.describe().unwrap(),
+            "octocat pushed 2 commits to main in o/r"
+        );
     }
 
     #[test]

@@ -107,7 +107,10 @@ impl GithubConnector {
 
     async fn mint_token(&self, id: &str) -> Result<CredentialValue, ConnectorError> {
         let minted: AccessToken = self
-            .as_app(Method::POST, &format!("/app/installations/{id}/access_tokens"))
+            .as_app(
+                Method::POST,
+                &format!("/app/installations/{id}/access_tokens"),
+            )
             .await?;
         let expires_at = chrono::DateTime::parse_from_rfc3339(&minted.expires_at)
             .map(|t| t.naive_utc())

@@ -86,10 +86,18 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(&secret, None, Some("sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59"), PAYLOAD),
+            verify(
+                &secret,
+                None,
+                Some("sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59"),
+                PAYLOAD
+            ),
             Err(SignatureError::Sha1Only)
         );
-        assert_eq!(verify(&secret, None, None, PAYLOAD), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(&secret, None, None, PAYLOAD),
+            Err(SignatureError::Missing)
+        );
         assert_eq!(
             verify(&secret, Some("sha256=zz"), None, PAYLOAD),
             Err(SignatureError::Malformed)

@@ -1,0 +1,321 @@
+//! A fake GitHub on loopback that speaks the REST shapes switchboard uses: app JWT
+//! checks (RS256, GitHub's claim rules), installations, installation access tokens,
+//! paginated repository lists with `Link` headers, GitHub's error bodies and its
+//! rate-limit answers. Knobs make it misbehave on purpose.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const APP_ID: &str = "12345";
+pub const APP_SLUG: &str = "switchboard-test";
+pub const WEBHOOK_SECRET: &str = "github-webhook-secret-for-tests";
+pub const PRIVATE_KEY_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/github-app-test-key.pem"
+);
+const PUBLIC_KEY: &str = include_str!("../fixtures/github-app-test-key.pub.pem");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeenClaims {
+    pub iat: u64,
+    pub exp: u64,
+    pub iss: String,
+}
+
+#[derive(Default)]
+pub struct FakeGithubState {
+    /// Installations of the app, by id: (account login, repositories).
+    pub installations: Mutex<HashMap<u64, (String, Vec<String>)>>,
+    /// Installation tokens handed out: token -> installation id.
+    pub tokens: Mutex<HashMap<String, u64>>,
+    pub claims: Mutex<Vec<SeenClaims>>,
+    pub minted: AtomicU32,
+    pub requests: AtomicU32,
+    pub deleted: Mutex<Vec<u64>>,
+    /// Answer the next N app-JWT calls with 401, as GitHub does for a bad JWT.
+    pub refuse_jwt: AtomicU32,
+    /// Answer the next request with a secondary rate limit; `Some(n)` adds retry-after: n.
+    pub secondary_limit: Mutex<Option<Option<u64>>>,
+    /// Seconds an installation token lives (GitHub: 3600).
+    pub token_lifetime: Mutex<i64>,
+    pub base_url: Mutex<String>,
+}
+
+pub struct FakeGithub {
+    pub addr: SocketAddr,
+    pub state: Arc<FakeGithubState>,
+}
+
+impl FakeGithub {
+    pub async fn start() -> FakeGithub {
+        let state = Arc::new(FakeGithubState::default());
+        *state.token_lifetime.lock().unwrap() = 3600;
+        let app = Router::new()
+            .route(
+                "/app/installations/{id}",
+                get(installation).delete(delete_installation),
+            )
+            .route("/app/installations/{id}/access_tokens", post(access_token))
+            .route("/installation/repositories", get(repositories))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        *state.base_url.lock().unwrap() = format!("http://{addr}");
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeGithub { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An installation of the app with `repositories` (named `owner/repo-N`).
+    pub fn install(&self, id: u64, account: &str, repositories: usize) {
+        let names = (1..=repositories)
+            .map(|n| format!("{account}/repo-{n:03}"))
+            .collect();
+        self.state
+            .installations
+            .lock()
+            .unwrap()
+            .insert(id, (account.to_string(), names));
+    }
+
+    /// The `[connectors.github]` section pointing at this fake.
+    pub fn config_section(&self) -> String {
+        format!(
+            "[connectors.github]\napp_id = \"{APP_ID}\"\napp_slug = \"{APP_SLUG}\"\n\
+             private_key_file = \"{PRIVATE_KEY_PATH}\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n\
+             api_base_url = \"{}\"\nweb_base_url = \"https://github.test\"\n",
+            self.url()
+        )
+    }
+}
+
+type Shared = State<Arc<FakeGithubState>>;
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"message": message, "documentation_url": "https://docs.github.com/rest"})),
+    )
+        .into_response()
+}
+
+/// Every request first meets the knobs: a pending secondary rate limit.
+fn limited(state: &FakeGithubState) -> Option<Response> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let pending = state.secondary_limit.lock().unwrap().take()?;
+    let mut response = error(
+        StatusCode::FORBIDDEN,
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+    );
+    if let Some(seconds) = pending {
+        response
+            .headers_mut()
+            .insert("retry-after", seconds.to_string().parse().unwrap());
+    }
+    Some(response)
+}
+
+/// GitHub's checks on an app JWT: RS256 with the app's key, `iss` the app id, not
+/// expired, `iat` not in the future, and at most 10 minutes between them.
+fn check_jwt(state: &FakeGithubState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    if state
+        .refuse_jwt
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "'Expiration time' claim ('exp') is too far in the future",
+        )));
+    }
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "A JSON web token could not be decoded",
+            )
+        })?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[APP_ID]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    validation.leeway = 0;
+    let key = DecodingKey::from_rsa_pem(PUBLIC_KEY.as_bytes()).unwrap();
+    let claims = jsonwebtoken::decode::<SeenClaims>(token, &key, &validation)
+        .map_err(|_| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "A JSON web token could not be decoded",
+            )
+        })?
+        .claims;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if claims.iat > now + 1 || claims.exp.saturating_sub(claims.iat) > 600 {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "'Expiration time' claim ('exp') is too far in the future",
+        )));
+    }
+    state.claims.lock().unwrap().push(claims);
+    Ok(())
+}
+
+fn installation_json(id: u64, account: &str) -> Value {
+    json!({
+        "id": id,
+        "account": {"login": account, "id": id * 10, "type": "Organization"},
+        "repository_selection": "selected",
+        "permissions": {"contents": "read", "pull_requests": "write", "metadata": "read"},
+        "suspended_at": null,
+        "app_id": APP_ID.parse::<u64>().unwrap(),
+    })
+}
+
+async fn installation(State(state): Shared, Path(id): Path<u64>, headers: HeaderMap) -> Response {
+    if let Some(limited) = limited(&state) {
+        return limited;
+    }
+    if let Err(refused) = check_jwt(&state, &headers) {
+        return *refused;
+    }
+    match state.installations.lock().unwrap().get(&id) {
+        Some((account, _)) => Json(installation_json(id, account)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+async fn delete_installation(
+    State(state): Shared,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(limited) = limited(&state) {
+        return limited;
+    }
+    if let Err(refused) = check_jwt(&state, &headers) {
+        return *refused;
+    }
+    match state.installations.lock().unwrap().remove(&id) {
+        Some(_) => {
+            state.deleted.lock().unwrap().push(id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+async fn access_token(State(state): Shared, Path(id): Path<u64>, headers: HeaderMap) -> Response {
+    if let Some(limited) = limited(&state) {
+        return limited;
+    }
+    if let Err(refused) = check_jwt(&state, &headers) {
+        return *refused;
+    }
+    if !state.installations.lock().unwrap().contains_key(&id) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let n = state.minted.fetch_add(1, Ordering::SeqCst) + 1;
+    let token = format!("ghs_fake{id}x{n:04}");
+    state.tokens.lock().unwrap().insert(token.clone(), id);
+    let lifetime = *state.token_lifetime.lock().unwrap();
+    let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(lifetime))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "expires_at": expires_at,
+            "permissions": {"contents": "read"},
+            "repository_selection": "selected",
+        })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Page {
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+async fn repositories(
+    State(state): Shared,
+    Query(page): Query<Page>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(limited) = limited(&state) {
+        return limited;
+    }
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
+        .unwrap_or_default()
+        .to_string();
+    let Some(id) = state.tokens.lock().unwrap().get(&token).copied() else {
+        return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    };
+    let all = state
+        .installations
+        .lock()
+        .unwrap()
+        .get(&id)
+        .map(|(_, repos)| repos.clone())
+        .unwrap_or_default();
+    let per_page = page.per_page.unwrap_or(30).clamp(1, 100);
+    let number = page.page.unwrap_or(1).max(1);
+    let last = all.len().div_ceil(per_page).max(1);
+    let items: Vec<Value> = all
+        .iter()
+        .skip((number - 1) * per_page)
+        .take(per_page)
+        .map(|name| json!({"full_name": name, "name": name.split('/').nth(1)}))
+        .collect();
+    let base = state.base_url.lock().unwrap().clone();
+    let link = |n: usize, rel: &str| {
+        format!("<{base}/installation/repositories?per_page={per_page}&page={n}>; rel=\"{rel}\"")
+    };
+    let mut links = Vec::new();
+    if number < last {
+        links.push(link(number + 1, "next"));
+        links.push(link(last, "last"));
+    }
+    if number > 1 {
+        links.push(link(number - 1, "prev"));
+        links.push(link(1, "first"));
+    }
+    let mut response =
+        Json(json!({"total_count": all.len(), "repositories": items})).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", "5000".parse().unwrap());
+    headers.insert("x-ratelimit-remaining", "4999".parse().unwrap());
+    if !links.is_empty() {
+        headers.insert("link", links.join(", ").parse().unwrap());
+    }
+    response
+}

@@ -1,0 +1,650 @@
+//! The GitHub connector against a fake GitHub on loopback: the installation flow,
+//! installation tokens, webhooks and GitHub's rate limits.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::TestDaemon;
+use common::fake_github::{FakeGithub, WEBHOOK_SECRET};
+use serde_json::{Value, json};
+use switchboard::connectors::github::signature;
+use switchboard::secret::Secret;
+
+async fn daemon(github: &FakeGithub) -> TestDaemon {
+    let daemon = TestDaemon::start_configured(&github.config_section()).await;
+    daemon.ready().await;
+    daemon
+}
+
+/// Polls `check` every 20 ms for up to 10 s.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+/// Starts an installation for the token's organization: the state GitHub would carry.
+async fn start_installation(daemon: &TestDaemon, token: &str) -> Value {
+    let (status, started) = daemon
+        .call_api(
+            token,
+            "/integrations/authorize",
+            json!({"connector_type": "github"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    started
+}
+
+/// GitHub sends the browser back to the setup URL.
+async fn setup_callback(daemon: &TestDaemon, state: &str, installation_id: &str) -> (u16, String) {
+    let page = daemon
+        .http
+        .get(daemon.api_url(&format!(
+            "/oauth/github/callback?installation_id={installation_id}&setup_action=install&state={state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    (page.status().as_u16(), page.text().await.unwrap())
+}
+
+async fn integrations(daemon: &TestDaemon, token: &str) -> Vec<Value> {
+    let (status, listed) = daemon
+        .call_api(token, "/integrations/list", json!({}))
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    listed["integrations"].as_array().unwrap().clone()
+}
+
+async fn connect(daemon: &TestDaemon, token: &str, installation_id: u64) -> Value {
+    let started = start_installation(daemon, token).await;
+    let (status, page) = setup_callback(
+        daemon,
+        started["state"].as_str().unwrap(),
+        &installation_id.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    integrations(daemon, token)
+        .await
+        .into_iter()
+        .find(|i| i["external_id"].as_str() == Some(installation_id.to_string().as_str()))
+        .expect("connected")
+}
+
+/// Sends a webhook as GitHub does.
+async fn deliver(
+    daemon: &TestDaemon,
+    event: &str,
+    delivery: &str,
+    body: &Value,
+    secret: &str,
+) -> (u16, Value) {
+    let body = serde_json::to_vec(body).unwrap();
+    let response = daemon
+        .http
+        .post(daemon.api_url("/webhooks/github"))
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-github-hook-id", "1")
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            signature::sign(&Secret::new(secret), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn pull_request(installation_id: u64, number: u64) -> Value {
+    json!({
+        "action": "opened",
+        "number": number,
+        "pull_request": {"number": number, "title": "Add a feature", "html_url": format!("https://github.com/acme/repo-001/pull/{number}"), "merged": false},
+        "repository": {"full_name": "acme/repo-001"},
+        "sender": {"login": "octocat"},
+        "installation": {"id": installation_id}
+    })
+}
+
+async fn events(daemon: &TestDaemon, query: &str) -> Vec<Value> {
+    let (status, found) = daemon.get_json(&format!("/admin/events?{query}")).await;
+    assert_eq!(status, 200, "{found}");
+    found["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_installation_is_confirmed_with_github_and_bound_to_the_states_organization() {
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 250);
+    let daemon = daemon(&github).await;
+    let (org, token) = daemon.organization("Acme").await;
+
+    let started = start_installation(&daemon, &token).await;
+    assert_eq!(started["type"], "installation");
+    let url = started["url"].as_str().unwrap();
+    let state = started["state"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://github.test/apps/switchboard-test/installations/new?state="),
+        "{url}"
+    );
+    assert!(url.ends_with(state), "{url}");
+
+    let (status, page) = setup_callback(&daemon, state, "42").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("acme") || page.contains("42"), "{page}");
+    assert!(!page.contains("ghs_"), "no token on the page");
+
+    let listed = integrations(&daemon, &token).await;
+    let integration = &listed[0];
+    assert_eq!(integration["status"], "active");
+    assert_eq!(integration["organization_id"], org);
+    assert_eq!(integration["external_id"], "42");
+    // 250 repositories: three pages of 100, followed through the Link header.
+    let repositories = integration["metadata"]["repositories"].as_array().unwrap();
+    assert_eq!(repositories.len(), 250);
+    assert_eq!(repositories[249], "acme/repo-250");
+    assert_eq!(integration["metadata"]["account"], "acme");
+
+    // The app JWT GitHub saw: the app id as issuer, 9 minutes, backdated a minute.
+    let claims = github.state.claims.lock().unwrap().clone();
+    assert!(!claims.is_empty());
+    let now = chrono::Utc::now().timestamp() as u64;
+    for seen in claims {
+        assert_eq!(seen.iss, common::fake_github::APP_ID);
+        assert_eq!(seen.exp - seen.iat, 540);
+        assert!(seen.iat <= now - 59 && seen.iat >= now - 65, "{seen:?}");
+    }
+    assert_eq!(github.state.minted.load(Ordering::SeqCst), 1);
+
+    // The token is stored encrypted: not in the SQLite file.
+    let token_value = github
+        .state
+        .tokens
+        .lock()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let db = std::fs::read(daemon.data_dir.path().join("switchboard.db")).unwrap_or_default();
+    let wal = std::fs::read(daemon.data_dir.path().join("switchboard.db-wal")).unwrap_or_default();
+    let needle = token_value.as_bytes();
+    assert!(!db.windows(needle.len()).any(|w| w == needle));
+    assert!(!wal.windows(needle.len()).any(|w| w == needle));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spoofed_installation_id_binds_nothing() {
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 1);
+    let daemon = daemon(&github).await;
+    let (_, token) = daemon.organization("Mallory").await;
+
+    let started = start_installation(&daemon, &token).await;
+    // An installation this app does not have: GitHub says 404 under the app JWT.
+    let (status, done) = daemon
+        .call_api(
+            &token,
+            "/integrations/callback",
+            json!({"connector_type": "github", "state": started["state"], "installation_id": "31337"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{done}");
+    assert_eq!(done["error"]["code"], "invalid_authorization");
+    assert!(
+        done["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("31337 does not exist"),
+        "{done}"
+    );
+    assert_eq!(
+        github.state.minted.load(Ordering::SeqCst),
+        0,
+        "no token minted"
+    );
+    let listed = integrations(&daemon, &token).await;
+    assert!(
+        listed.iter().all(|i| i["status"] == "pending"),
+        "{listed:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_installation_bound_to_another_organization_is_refused() {
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 1);
+    let daemon = daemon(&github).await;
+    let (_, acme) = daemon.organization("Acme").await;
+    let (_, other) = daemon.organization("Other").await;
+    connect(&daemon, &acme, 42).await;
+
+    let started = start_installation(&daemon, &other).await;
+    let (status, page) = setup_callback(&daemon, started["state"].as_str().unwrap(), "42").await;
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("another organization"), "{page}");
+    let listed = integrations(&daemon, &other).await;
+    assert!(
+        listed.iter().all(|i| i["status"] == "pending"),
+        "{listed:?}"
+    );
+    // Still Acme's, untouched.
+    assert_eq!(integrations(&daemon, &acme).await[0]["status"], "active");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_verified_stored_once_and_routed_by_installation() {
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 1);
+    let daemon = daemon(&github).await;
+    let (_, token) = daemon.organization("Acme").await;
+    let integration = connect(&daemon, &token, 42).await;
+    let id = integration["id"].as_str().unwrap().to_string();
+
+    // Signature cases: wrong secret, tampered body, SHA-1 only, none.
+    let body = pull_request(42, 1);
+    assert_eq!(
+        deliver(&daemon, "pull_request", "d-wrong", &body, "not-the-secret")
+            .await
+            .0,
+        401
+    );
+    let raw = serde_json::to_vec(&body).unwrap();
+    let signed = signature::sign(&Secret::new(WEBHOOK_SECRET), &raw);
+    let mut tampered = raw.clone();
+    tampered[10] ^= 1;
+    let post = |body: Vec<u8>, headers: Vec<(&'static str, String)>| {
+        let mut request = daemon
+            .http
+            .post(daemon.api_url("/webhooks/github"))
+            .header("x-github-event", "pull_request")
+            .header("x-github-delivery", "d-cases")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let tampered_status = post(tampered, vec![("x-hub-signature-256", signed.clone())])
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(tampered_status, 401);
+    let sha1_only = post(
+        raw.clone(),
+        vec![("x-hub-signature", "sha1=0000".to_string())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(sha1_only.status(), 401);
+    assert!(
+        sha1_only
+            .text()
+            .await
+            .unwrap()
+            .contains("SHA-256 is required")
+    );
+    assert_eq!(post(raw.clone(), vec![]).await.unwrap().status(), 401);
+    assert!(events(&daemon, "status=pending&limit=100").await.is_empty());
+
+    // ping is answered and not stored.
+    let (status, pong) = deliver(
+        &daemon,
+        "ping",
+        "d-ping",
+        &json!({"zen": "Keep it logically awesome.", "hook_id": 1}),
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!((status, pong["ok"].clone()), (200, json!(true)));
+
+    // A delivery and its redelivery: stored once, processed by the installation's integration.
+    let (status, first) = deliver(&daemon, "pull_request", "d-1", &body, WEBHOOK_SECRET).await;
+    assert_eq!(
+        (status, first["duplicate"].clone()),
+        (200, json!(false)),
+        "{first}"
+    );
+    let (status, again) = deliver(&daemon, "pull_request", "d-1", &body, WEBHOOK_SECRET).await;
+    assert_eq!(
+        (status, again["duplicate"].clone(), again["id"].clone()),
+        (200, json!(true), first["id"].clone())
+    );
+    until("the pull request is processed", || async {
+        let done = events(&daemon, &format!("status=done&integration_id={id}")).await;
+        done.len() == 1 && done[0]["event_type"] == "pull_request.opened"
+    })
+    .await;
+
+    // An installation bound to nobody: kept, dead with the reason.
+    let (status, _) = deliver(
+        &daemon,
+        "pull_request",
+        "d-stray",
+        &pull_request(7, 1),
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let dead = events(&daemon, "status=dead").await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("installation 7"),
+        "{dead:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn installation_events_update_suspend_and_revoke_the_integration() {
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 2);
+    let daemon = daemon(&github).await;
+    let (_, token) = daemon.organization("Acme").await;
+    let integration = connect(&daemon, &token, 42).await;
+    let id = integration["id"].as_str().unwrap().to_string();
+    let status_of = || async {
+        integrations(&daemon, &token)
+            .await
+            .into_iter()
+            .find(|i| i["id"] == id)
+            .unwrap()
+    };
+
+    let added = json!({
+        "action": "added",
+        "installation": {"id": 42},
+        "repository_selection": "selected",
+        "repositories_added": [{"full_name": "acme/new-repo"}],
+        "repositories_removed": [{"full_name": "acme/repo-001"}]
+    });
+    assert_eq!(
+        deliver(
+            &daemon,
+            "installation_repositories",
+            "d-repos",
+            &added,
+            WEBHOOK_SECRET
+        )
+        .await
+        .0,
+        200
+    );
+    until("the repositories are updated", || async {
+        status_of().await["metadata"]["repositories"] == json!(["acme/new-repo", "acme/repo-002"])
+    })
+    .await;
+
+    let suspend = json!({"action": "suspend", "installation": {"id": 42, "suspended_at": "2026-11-23T00:00:00Z"}});
+    deliver(
+        &daemon,
+        "installation",
+        "d-suspend",
+        &suspend,
+        WEBHOOK_SECRET,
+    )
+    .await;
+    until("suspended", || async {
+        status_of().await["status"] == "suspended"
+    })
+    .await;
+    let unsuspend = json!({"action": "unsuspend", "installation": {"id": 42}});
+    deliver(
+        &daemon,
+        "installation",
+        "d-unsuspend",
+        &unsuspend,
+        WEBHOOK_SECRET,
+    )
+    .await;
+    until("active again", || async {
+        status_of().await["status"] == "active"
+    })
+    .await;
+
+    let deleted =
+        json!({"action": "deleted", "installation": {"id": 42, "account": {"login": "acme"}}});
+    deliver(
+        &daemon,
+        "installation",
+        "d-deleted",
+        &deleted,
+        WEBHOOK_SECRET,
+    )
+    .await;
+    until("revoked", || async {
+        status_of().await["status"] == "revoked"
+    })
+    .await;
+    // Its actor left the tree, and the next event for the installation is not routed to it.
+    until("the actor is gone", || async {
+        let (_, node) = daemon.get_json("/admin/connectors/github").await;
+        node["children"].as_array().is_none_or(|c| c.is_empty())
+    })
+    .await;
+    deliver(
+        &daemon,
+        "pull_request",
+        "d-after",
+        &pull_request(42, 2),
+        WEBHOOK_SECRET,
+    )
+    .await;
+    let dead = events(&daemon, "status=dead").await;
+    assert!(
+        dead.iter().any(|e| e["delivery_id"] == "d-after"),
+        "{dead:?}"
+    );
+    daemon.stop().await;
+}
+
+mod connector {
+    //! The connector alone, with the fake: tokens, refresh and rate limits.
+    use super::*;
+    use common::memory_credentials::MemoryCredentials;
+    use switchboard::connectors::github::{GithubConnector, INSTALLATION_TOKEN};
+    use switchboard::connectors::{Connector, ConnectorError, Credentials, GithubConfig};
+    use switchboard::integration::{
+        IntegrationActor, IntegrationArgs, IntegrationMsg, IntegrationServices,
+    };
+    use switchboard::store::integrations::Integration;
+    use switchboard_actors::{Backoff, BreakerConfig};
+
+    fn connector(github: &FakeGithub) -> GithubConnector {
+        let text = github.config_section();
+        let section: toml::Table = toml::from_str(&text).unwrap();
+        let mut github_section = section["connectors"]["github"].as_table().unwrap().clone();
+        let key =
+            std::fs::read_to_string(github_section["private_key_file"].as_str().unwrap()).unwrap();
+        github_section.remove("private_key_file");
+        github_section.insert("private_key".into(), key.into());
+        let config: GithubConfig = github_section.try_into().unwrap();
+        GithubConnector::build(&config).unwrap()
+    }
+
+    fn credentials(installation: &str) -> Credentials {
+        Credentials {
+            organization_id: "org-1".into(),
+            integration_id: "int-1".into(),
+            external_id: Some(installation.into()),
+            metadata: json!({}),
+            values: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_jwt_is_minted_once_more() {
+        switchboard::install_crypto_provider();
+        let github = FakeGithub::start().await;
+        github.install(42, "acme", 1);
+        let connector = connector(&github);
+        github.state.refuse_jwt.store(1, Ordering::SeqCst);
+        let values = connector
+            .refresh(&credentials("42"))
+            .await
+            .expect("second try works");
+        assert_eq!(values[0].credential_type, INSTALLATION_TOKEN);
+        assert!(values[0].secret.expose().starts_with("ghs_"));
+        github.state.refuse_jwt.store(2, Ordering::SeqCst);
+        let error = connector.refresh(&credentials("42")).await.unwrap_err();
+        assert!(
+            matches!(error, ConnectorError::Unauthorized(_)),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secondary_rate_limit_holds_calls_back() {
+        switchboard::install_crypto_provider();
+        let github = FakeGithub::start().await;
+        github.install(42, "acme", 1);
+        let connector = connector(&github);
+
+        *github.state.secondary_limit.lock().unwrap() = Some(Some(30));
+        let error = connector.validate(&credentials("42")).await.unwrap_err();
+        assert_eq!(
+            error,
+            ConnectorError::RateLimited {
+                retry_after: Duration::from_secs(30)
+            }
+        );
+        // Honoured: nothing is sent to GitHub before the 30 s are over.
+        let sent = github.state.requests.load(Ordering::SeqCst);
+        assert!(matches!(
+            connector.validate(&credentials("42")).await,
+            Err(ConnectorError::RateLimited { .. })
+        ));
+        assert_eq!(github.state.requests.load(Ordering::SeqCst), sent);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        connector
+            .validate(&credentials("42"))
+            .await
+            .expect("allowed again");
+
+        // Without retry-after: at least a minute.
+        *github.state.secondary_limit.lock().unwrap() = Some(None);
+        let error = connector.validate(&credentials("42")).await.unwrap_err();
+        assert_eq!(
+            error,
+            ConnectorError::RateLimited {
+                retry_after: Duration::from_secs(60)
+            }
+        );
+    }
+
+    fn integration(installation: &str) -> Integration {
+        let now = switchboard::store::now();
+        Integration {
+            id: "int-1".into(),
+            organization_id: "org-1".into(),
+            user_id: None,
+            connector_type: "github".into(),
+            status: "active".into(),
+            external_id: Some(installation.into()),
+            metadata: "{}".into(),
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+        }
+    }
+
+    async fn actor(
+        connector: GithubConnector,
+        store: Arc<MemoryCredentials>,
+    ) -> ractor::ActorRef<IntegrationMsg> {
+        let first = connector.refresh(&credentials("42")).await.unwrap();
+        let expires_at = first[0].expires_at;
+        *store.values.lock().unwrap() = first;
+        let services = Arc::new(IntegrationServices {
+            connector: Arc::new(connector),
+            credentials: store,
+            breaker: BreakerConfig::default(),
+            refresh_margin: Duration::from_secs(5 * 60),
+            refresh_attempts: 3,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
+            validation_spread: Duration::ZERO,
+            pipeline: None,
+        });
+        let (actor, _) = ractor::Actor::spawn(
+            None,
+            IntegrationActor,
+            IntegrationArgs {
+                integration: integration("42"),
+                expires_at,
+                services,
+            },
+        )
+        .await
+        .unwrap();
+        actor
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn installation_tokens_are_refreshed_before_their_hour_is_up() {
+        switchboard::install_crypto_provider();
+        let github = FakeGithub::start().await;
+        github.install(42, "acme", 1);
+        let store = Arc::new(MemoryCredentials::default());
+        let actor = actor(connector(&github), Arc::clone(&store)).await;
+        let first = store.values.lock().unwrap()[0].secret.expose().clone();
+
+        // An hour's token, a 5-minute margin: renewed at 55 minutes, not before.
+        tokio::time::sleep(Duration::from_secs(54 * 60)).await;
+        assert_eq!(github.state.minted.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+        assert_eq!(github.state.minted.load(Ordering::SeqCst), 2);
+        let second = store.values.lock().unwrap()[0].secret.expose().clone();
+        assert_ne!(first, second);
+        assert!(store.statuses.lock().unwrap().is_empty());
+        actor.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_jwt_refused_twice_puts_the_integration_in_error() {
+        switchboard::install_crypto_provider();
+        let github = FakeGithub::start().await;
+        github.install(42, "acme", 1);
+        let store = Arc::new(MemoryCredentials::default());
+        let actor = actor(connector(&github), Arc::clone(&store)).await;
+        // The validation at start goes through; then GitHub refuses every JWT.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(store.statuses.lock().unwrap().is_empty());
+        github.state.refuse_jwt.store(u32::MAX, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(56 * 60)).await;
+        assert_eq!(
+            store.statuses.lock().unwrap().first().map(String::as_str),
+            Some("error")
+        );
+        let audits = store.audits.lock().unwrap().clone();
+        assert!(
+            audits
+                .iter()
+                .any(|a| a.starts_with("credentials.refresh") && a.contains("failed")),
+            "{audits:?}"
+        );
+        actor.stop(None);
+    }
+}
