@@ -39,6 +39,8 @@ pub enum DaemonError {
 pub struct Daemon {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// GitHub's own webhook listener (`connectors.github.webhook_listen`), if any.
+    pub github_webhook_addr: Option<SocketAddr>,
     tree: Arc<ActorTree>,
     shutdown: Shutdown,
     /// The two HTTP servers; each ends once `shutdown` fires and its requests drain.
@@ -138,8 +140,10 @@ impl Daemon {
         ];
         info!(addr = %admin_addr, authenticated = config.admin.token.is_some(), "admin endpoint listening");
         info!(addr = %api_addr, "api listening");
+        let mut github_webhook_addr = None;
         if let Some(listener) = github_listener {
             let addr = local_addr(&listener, github_listen.unwrap_or(config.server.listen));
+            github_webhook_addr = Some(addr);
             info!(addr = %addr, "GitHub webhook listener");
             let router = webhooks::github_router(ingress, config.pipeline.max_body_bytes);
             servers.push(serve(listener, router, shutdown.clone()));
@@ -147,6 +151,7 @@ impl Daemon {
         Ok(Daemon {
             api_addr,
             admin_addr,
+            github_webhook_addr,
             tree,
             shutdown,
             servers,

@@ -648,3 +648,51 @@ mod connector {
         actor.stop(None);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_owned_listener_takes_githubs_webhooks() {
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 1);
+    let section = format!(
+        "{}webhook_listen = \"127.0.0.1:0\"\n",
+        github.config_section()
+    );
+    let daemon = TestDaemon::start_configured(&section).await;
+    daemon.ready().await;
+    let (_, token) = daemon.organization("Acme").await;
+    let integration = connect(&daemon, &token, 42).await;
+    let addr = daemon.github_webhooks.expect("its own listener");
+
+    let body = serde_json::to_vec(&pull_request(42, 3)).unwrap();
+    let response = daemon
+        .http
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", "d-own-listener")
+        .header(
+            "x-hub-signature-256",
+            signature::sign(&Secret::new(WEBHOOK_SECRET), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = integration["id"].as_str().unwrap().to_string();
+    until("processed", || async {
+        events(&daemon, &format!("status=done&integration_id={id}"))
+            .await
+            .len()
+            == 1
+    })
+    .await;
+    // Only GitHub's route is served there.
+    let other = daemon
+        .http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    daemon.stop().await;
+}

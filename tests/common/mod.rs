@@ -37,6 +37,7 @@ pub fn parse(text: &str) -> Config {
 pub struct TestDaemon {
     pub admin: SocketAddr,
     pub api: SocketAddr,
+    pub github_webhooks: Option<SocketAddr>,
     pub shutdown: Shutdown,
     pub task: JoinHandle<Result<(), switchboard::DaemonError>>,
     pub http: reqwest::Client,
@@ -125,11 +126,13 @@ impl TestDaemon {
             .await
             .expect("daemon starts");
         let (admin, api) = (daemon.admin_addr, daemon.api_addr);
+        let github_webhooks = daemon.github_webhook_addr;
         let store = daemon.tree().store().clone();
         let task = tokio::spawn(daemon.run_until_shutdown());
         TestDaemon {
             admin,
             api,
+            github_webhooks,
             shutdown,
             task,
             http: reqwest::Client::new(),
