@@ -188,6 +188,18 @@ async fn an_installation_is_confirmed_with_github_and_bound_to_the_states_organi
     let needle = token_value.as_bytes();
     assert!(!db.windows(needle.len()).any(|w| w == needle));
     assert!(!wal.windows(needle.len()).any(|w| w == needle));
+
+    // Revoking uninstalls the app at GitHub.
+    let (status, revoked) = daemon
+        .call_api(
+            &token,
+            "/integrations/revoke",
+            json!({"integration_id": integration["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["at_provider"], "revoked");
+    assert_eq!(*github.state.deleted.lock().unwrap(), vec![42]);
     daemon.stop().await;
 }
 
@@ -552,6 +564,67 @@ mod connector {
             ConnectorError::RateLimited {
                 retry_after: Duration::from_secs(60)
             }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_request_of_the_hour_waits_for_the_reset() {
+        switchboard::install_crypto_provider();
+        let github = FakeGithub::start().await;
+        github.install(42, "acme", 1);
+        let connector = connector(&github);
+        *github.state.exhausted_for.lock().unwrap() = Some(120);
+        connector
+            .validate(&credentials("42"))
+            .await
+            .expect("the last one is answered");
+        let sent = github.state.requests.load(Ordering::SeqCst);
+        match connector.validate(&credentials("42")).await {
+            Err(ConnectorError::RateLimited { retry_after }) => {
+                assert!(
+                    retry_after > Duration::from_secs(100)
+                        && retry_after <= Duration::from_secs(121),
+                    "{retry_after:?}"
+                )
+            }
+            other => panic!("expected a wait for the reset, got {other:?}"),
+        }
+        assert_eq!(
+            github.state.requests.load(Ordering::SeqCst),
+            sent,
+            "not sent"
+        );
+    }
+
+    #[tokio::test]
+    async fn accepted_permissions_reach_the_metadata() {
+        switchboard::install_crypto_provider();
+        let github = FakeGithub::start().await;
+        let connector = connector(&github);
+        let mut integration = credentials("42");
+        integration.metadata = json!({"account": "acme", "permissions": {"contents": "read"}});
+        let payload = json!({
+            "action": "new_permissions_accepted",
+            "installation": {"id": 42, "permissions": {"contents": "write", "issues": "write"}}
+        });
+        let event = switchboard::pipeline::Envelope {
+            id: "e1".into(),
+            organization_id: Some("org-1".into()),
+            integration_id: Some("int-1".into()),
+            connector: "github".into(),
+            event_type: "installation.new_permissions_accepted".into(),
+            delivery_id: "d1".into(),
+            occurred_at: None,
+            received_at: "2026-11-23T00:00:00Z".into(),
+            payload,
+        };
+        let effect = connector.handle_event(&integration, &event).await.unwrap();
+        assert_eq!(
+            effect,
+            switchboard::connectors::EventEffect::Metadata(json!({
+                "account": "acme",
+                "permissions": {"contents": "write", "issues": "write"}
+            }))
         );
     }
 

@@ -47,6 +47,8 @@ pub struct FakeGithubState {
     pub refuse_jwt: AtomicU32,
     /// Answer the next request with a secondary rate limit; `Some(n)` adds retry-after: n.
     pub secondary_limit: Mutex<Option<Option<u64>>>,
+    /// Answer installation lookups with `x-ratelimit-remaining: 0`, resetting in this many seconds.
+    pub exhausted_for: Mutex<Option<u64>>,
     /// Seconds an installation token lives (GitHub: 3600).
     pub token_lifetime: Mutex<i64>,
     pub base_url: Mutex<String>,
@@ -199,10 +201,18 @@ async fn installation(State(state): Shared, Path(id): Path<u64>, headers: Header
     if let Err(refused) = check_jwt(&state, &headers) {
         return *refused;
     }
-    match state.installations.lock().unwrap().get(&id) {
+    let mut response = match state.installations.lock().unwrap().get(&id) {
         Some((account, _)) => Json(installation_json(id, account)).into_response(),
         None => error(StatusCode::NOT_FOUND, "Not Found"),
+    };
+    if let Some(seconds) = *state.exhausted_for.lock().unwrap() {
+        let reset = chrono::Utc::now().timestamp() as u64 + seconds;
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", "5000".parse().unwrap());
+        headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        headers.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
     }
+    response
 }
 
 async fn delete_installation(
