@@ -206,7 +206,7 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
     let shutdown = Shutdown::new();
     let daemon = Daemon::start_with(
         &config,
-        ConnectorSet::from_config(&config.connectors),
+        ConnectorSet::from_config(&config),
         shutdown.clone(),
     )
     .await

@@ -62,6 +62,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub connectors: ConnectorsConfig,
+    /// `[bot]`: the Slack bot's agent service.
+    #[serde(default)]
+    pub bot: crate::connectors::slack::BotConfig,
 }
 
 /// How tenant integrations are authorized and their credentials kept fresh.

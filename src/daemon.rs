@@ -53,7 +53,7 @@ impl Daemon {
     pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Daemon, DaemonError> {
         Self::start_with(
             config,
-            ConnectorSet::from_config(&config.connectors),
+            ConnectorSet::from_config(config),
             shutdown,
         )
         .await
@@ -74,6 +74,7 @@ impl Daemon {
             store,
         };
         let tree = Arc::new(ActorTree::start(config, services).await?);
+        tree.attach();
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -122,6 +123,13 @@ impl Daemon {
                 .github
                 .as_ref()
                 .and_then(|g| g.webhook_secret.clone()),
+            tree.connector(crate::connectors::slack::NAME)
+                .and_then(|c| {
+                    (Arc::clone(c) as Arc<dyn std::any::Any + Send + Sync>)
+                        .downcast::<crate::connectors::slack::SlackConnector>()
+                        .ok()
+                })
+                .map(|slack| Arc::clone(slack.shared())),
         ));
         let mut servers = vec![
             serve(admin_listener, admin_router, shutdown.clone()),

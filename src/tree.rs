@@ -68,9 +68,81 @@ pub struct ActorTree {
     observe_timeout: Duration,
     store: Store,
     metrics: Arc<PipelineMetrics>,
+    /// What connectors were handed to reach the daemon; points here once attached.
+    daemon_services: Arc<TreeServices>,
+}
+
+/// The daemon as connectors see it (the Slack bot's `status` and `restart`). It holds
+/// the tree weakly: connectors live inside the tree.
+#[derive(Default)]
+pub struct TreeServices {
+    tree: std::sync::OnceLock<std::sync::Weak<ActorTree>>,
+}
+
+impl TreeServices {
+    fn tree(&self) -> Result<Arc<ActorTree>, String> {
+        self.tree
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| "the daemon is not running".to_string())
+    }
+}
+
+/// How long a restart asked for by a connector waits, so that the event that asked
+/// is recorded as handled before its own connector goes down.
+const REQUESTED_RESTART_DELAY: Duration = Duration::from_secs(2);
+
+#[async_trait::async_trait]
+impl connectors::DaemonServices for TreeServices {
+    async fn integrations(
+        &self,
+        organization_id: &str,
+    ) -> Result<Vec<connectors::IntegrationLine>, String> {
+        let tree = self.tree()?;
+        let found = integration_rows::list(&tree.store, organization_id, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut lines = Vec::new();
+        for integration in found
+            .into_iter()
+            .filter(|i| i.status != integration_rows::STATUS_REVOKED)
+        {
+            let health = tree
+                .integration_health(&integration.id)
+                .await
+                .map(|report| report.status.to_string());
+            lines.push(connectors::IntegrationLine {
+                connector: integration.connector_type,
+                status: integration.status,
+                account: integration.external_id,
+                health,
+            });
+        }
+        Ok(lines)
+    }
+
+    async fn restart_connector(&self, name: &str) -> Result<(), String> {
+        let tree = self.tree()?;
+        if !tree.connectors.iter().any(|c| c == name) {
+            return Err(format!("no connector named '{name}'"));
+        }
+        let name = name.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(REQUESTED_RESTART_DELAY).await;
+            if let Err(error) = tree.restart_connector(&name).await {
+                warn!(connector = %name, error = %error, "requested restart failed");
+            }
+        });
+        Ok(())
+    }
 }
 
 impl ActorTree {
+    /// Lets connectors reach the daemon (call once the tree is shared).
+    pub fn attach(self: &Arc<Self>) {
+        let _ = self.daemon_services.tree.set(Arc::downgrade(self));
+    }
+
     pub async fn start(config: &Config, services: Services) -> Result<Self, TreeError> {
         let registry = Registry::unique();
         let supervision = &config.supervision;
@@ -142,6 +214,12 @@ impl ActorTree {
         });
 
         let vault = Vault::in_registry(registry.clone());
+        let daemon_services = Arc::new(TreeServices::default());
+        let context = connectors::ConnectorContext {
+            store: services.store.clone(),
+            registry: registry.clone(),
+            daemon: Arc::clone(&daemon_services) as Arc<dyn connectors::DaemonServices>,
+        };
         let mut names = Vec::new();
         let mut running = std::collections::BTreeMap::new();
         for connector in services.connectors.iter() {
@@ -158,12 +236,17 @@ impl ActorTree {
                 validation_spread: config.integrations.validation_spread,
                 pipeline: Some(Arc::clone(&pipeline)),
             });
-            let spec = connector_supervisor(
+            let mut spec = connector_supervisor(
                 connector.as_ref(),
                 &shared,
                 &services.store,
                 store_ready.clone(),
-            )
+            );
+            // The connector's own actors (Slack's Socket Mode client) start first.
+            for child in connector.actors(&context) {
+                spec = spec.child(child);
+            }
+            let spec = spec
             .strategy(supervision.strategy)
             .intensity(intensity.max_restarts, intensity.window)
             .backoff(supervision.backoff())
@@ -203,6 +286,7 @@ impl ActorTree {
             observe_timeout: supervision.observe_timeout,
             store: services.store,
             metrics,
+            daemon_services,
         })
     }
 

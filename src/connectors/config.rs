@@ -55,6 +55,29 @@ impl ConnectorsConfig {
                 "connectors.slack.api_base_url",
                 &slack.api_base_url,
             );
+            require_url(
+                &mut problems,
+                "connectors.slack.web_base_url",
+                &slack.web_base_url,
+            );
+            require(
+                &mut problems,
+                "connectors.slack.client_secret",
+                slack.client_secret.is_some(),
+            );
+            if slack.socket_mode {
+                require(
+                    &mut problems,
+                    "connectors.slack.app_token",
+                    slack.app_token.is_some(),
+                );
+            } else {
+                require(
+                    &mut problems,
+                    "connectors.slack.signing_secret",
+                    slack.signing_secret.is_some(),
+                );
+            }
         }
         if let Some(github) = &self.github {
             require(
@@ -162,6 +185,41 @@ pub struct SlackConfig {
     pub socket_mode: bool,
     #[serde(default = "slack_api")]
     pub api_base_url: String,
+    /// Where tenants are sent to authorize (`<web>/oauth/v2/authorize`).
+    #[serde(default = "slack_web")]
+    pub web_base_url: String,
+    /// Slack user ids allowed to run `restart <connector>` through the bot.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// How old a signed request's timestamp may be (Slack: 5 minutes).
+    #[serde(with = "humantime_serde", default = "five_minutes")]
+    pub timestamp_tolerance: Duration,
+    #[serde(with = "humantime_serde", default = "ten_seconds")]
+    pub request_timeout: Duration,
+    /// How often Socket Mode connections are pinged.
+    #[serde(with = "humantime_serde", default = "thirty_seconds")]
+    pub ping_interval: Duration,
+    /// Socket Mode reconnects: full-jitter backoff between these.
+    #[serde(with = "humantime_serde", default = "one_second")]
+    pub reconnect_base: Duration,
+    #[serde(with = "humantime_serde", default = "two_minutes")]
+    pub reconnect_cap: Duration,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn two_minutes() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn slack_web() -> String {
+    "https://slack.com".to_string()
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn slack_api() -> String {

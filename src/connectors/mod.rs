@@ -10,6 +10,7 @@
 
 mod config;
 pub mod github;
+pub mod slack;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -71,7 +72,7 @@ impl ConnectorKind {
     /// Why this build cannot connect to the provider, if it cannot.
     pub fn unavailable_reason(self) -> Option<&'static str> {
         match self {
-            ConnectorKind::Webhook | ConnectorKind::Github => None,
+            ConnectorKind::Webhook | ConnectorKind::Github | ConnectorKind::Slack => None,
             // Each provider's implementation lands with its own issue.
             _ => Some(
                 "this provider is not implemented in this build: its events and integrations are not handled",
@@ -197,10 +198,45 @@ impl ConnectorError {
     }
 }
 
+/// One integration as the bot reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationLine {
+    pub connector: String,
+    pub status: String,
+    /// The provider account (team, installation), if known.
+    pub account: Option<String>,
+    /// The integration actor's status in the tree, if it runs.
+    pub health: Option<String>,
+}
+
+/// What a connector may ask of the daemon it runs in (the Slack bot's commands).
+#[async_trait::async_trait]
+pub trait DaemonServices: Send + Sync + 'static {
+    /// An organization's integrations, with their actors' health.
+    async fn integrations(&self, organization_id: &str) -> Result<Vec<IntegrationLine>, String>;
+    async fn restart_connector(&self, name: &str) -> Result<(), String>;
+}
+
+/// What a connector's own actors need from the daemon, handed over once as the tree
+/// is built.
+#[derive(Clone)]
+pub struct ConnectorContext {
+    pub store: crate::store::Store,
+    pub registry: switchboard_actors::Registry,
+    pub daemon: Arc<dyn DaemonServices>,
+}
+
 /// A provider. Implementations hold their configuration and HTTP client; the
 /// integration actors call them with one tenant's credentials at a time.
 #[async_trait::async_trait]
-pub trait Connector: Send + Sync + 'static {
+pub trait Connector: std::any::Any + Send + Sync + 'static {
+    /// Called once as the actor tree is built: the connector keeps what it needs of
+    /// the daemon and returns actors of its own, supervised beside its integrations
+    /// (Slack's Socket Mode client).
+    fn actors(&self, _context: &ConnectorContext) -> Vec<switchboard_actors::ChildSpec> {
+        Vec::new()
+    }
+
     /// The connector's name: `slack`, `github`, ... (the `connector_type` of its integrations).
     fn name(&self) -> &str;
 
@@ -279,8 +315,12 @@ impl fmt::Debug for ConnectorSet {
 
 impl ConnectorSet {
     /// The connectors built from the configuration's sections (those this build implements).
-    pub fn from_config(config: &ConnectorsConfig) -> Self {
+    pub fn from_config(full: &crate::config::Config) -> Self {
+        let config = &full.connectors;
         let mut set = Self::default();
+        if let Some(slack) = &config.slack {
+            set = set.with(Arc::new(slack::SlackConnector::build(slack, &full.bot)));
+        }
         if let Some(webhook) = &config.webhook {
             set = set.with(Arc::new(webhook::WebhookConnector::build(webhook)));
         }

@@ -19,7 +19,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::ApiError;
-use crate::connectors::github;
+use crate::connectors::{github, slack};
 use crate::connectors::webhook::{self, SIGNING_SECRET, WebhookConnector};
 use crate::integration::{CredentialStore, VaultCredentials};
 use crate::pipeline::{inbox, standard_webhooks};
@@ -34,6 +34,8 @@ pub struct IngressState {
     pub tolerance: Duration,
     /// The GitHub App's webhook secret, when GitHub is configured.
     pub github_secret: Option<Secret>,
+    /// The Slack connector's shared part, when Slack is configured.
+    pub slack: Option<Arc<slack::Shared>>,
     /// Signing secrets by integration, so that a webhook costs no vault round trip.
     /// A failed verification looks the secret up again before refusing.
     pub secrets: Mutex<HashMap<String, Secret>>,
@@ -50,12 +52,14 @@ impl IngressState {
         store: Store,
         tolerance: Duration,
         github_secret: Option<Secret>,
+        slack: Option<Arc<slack::Shared>>,
     ) -> Self {
         Self {
             tree,
             store,
             tolerance,
             github_secret,
+            slack,
             secrets: Mutex::default(),
             live: Mutex::default(),
         }
@@ -99,6 +103,8 @@ pub fn router(state: Arc<IngressState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/webhooks/generic/{integration_id}", post(generic))
         .route(GITHUB_PATH, post(github))
+        .route("/webhooks/slack/events", post(slack_events))
+        .route("/webhooks/slack/interactive", post(slack_interactive))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -316,4 +322,152 @@ async fn signing_secret(
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks a Slack request's v0 signature; the Slack connector's shared part on success.
+fn verified_slack<'a>(
+    state: &'a IngressState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'a Arc<slack::Shared>, ApiError> {
+    let shared = state
+        .slack
+        .as_ref()
+        .filter(|s| s.config.signing_secret.is_some())
+        .ok_or_else(|| ApiError::not_found("Slack's Events API is not configured"))?;
+    let secret = shared.config.signing_secret.as_ref().expect("filtered");
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    slack::signature::verify(
+        secret,
+        header(slack::signature::SIGNATURE),
+        header(slack::signature::TIMESTAMP),
+        body,
+        shared.config.timestamp_tolerance,
+        standard_webhooks::unix_now(),
+    )
+    .map_err(|error| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            error.to_string(),
+        )
+    })?;
+    Ok(shared)
+}
+
+/// Stores a Slack payload for the integration bound to its workspace (dead with the
+/// reason when there is none). The organization, when the workspace is bound.
+async fn store_slack(
+    state: &IngressState,
+    classified: slack::events::Classified,
+    delivery_id: String,
+    payload: String,
+    started: Instant,
+) -> Result<(events::Stored, Option<String>), ApiError> {
+    let integration = integrations::find_by_account(&state.store, slack::NAME, &classified.team_id)
+        .await
+        .map_err(|_| ApiError::unavailable("the store is unavailable, retry"))?;
+    let event = NewEvent {
+        organization_id: integration.as_ref().map(|i| i.organization_id.clone()),
+        integration_id: integration.as_ref().map(|i| i.id.clone()),
+        connector_type: slack::NAME.to_string(),
+        event_type: classified.event_type,
+        delivery_id,
+        payload,
+        occurred_at: None,
+    };
+    let stored = store_event(state, event, started).await?;
+    if integration.is_none() && !stored.duplicate {
+        let reason = format!(
+            "no integration is bound to Slack workspace {}",
+            classified.team_id
+        );
+        if let Err(error) = events::mark_failed(&state.store, &stored.id, 0, &reason, None).await {
+            warn!(event_id = %stored.id, error = %error, "unrouted Slack event left pending");
+        }
+    }
+    Ok((stored, integration.map(|i| i.organization_id)))
+}
+
+/// The Events API: `url_verification` answered with its challenge; event callbacks
+/// stored (de-duplicated on `event_id`, so `X-Slack-Retry-Num` retries count once).
+async fn slack_events(
+    State(state): State<Arc<IngressState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    let body = body_or_error(body)?;
+    verified_slack(&state, &headers, &body)?;
+    let bad_request =
+        |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let payload: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| bad_request("the body is not JSON"))?;
+    match payload["type"].as_str() {
+        Some("url_verification") => {
+            return Ok(Json(json!({"challenge": payload["challenge"]})));
+        }
+        Some("event_callback") => {}
+        _ => return Err(bad_request("not an event callback")),
+    }
+    let classified = slack::events::classify("events_api", &payload)
+        .ok_or_else(|| bad_request("the event has no team_id or type"))?;
+    let delivery_id = classified
+        .delivery_id
+        .clone()
+        .ok_or_else(|| bad_request("the event has no event_id"))?;
+    let (stored, _) = store_slack(
+        &state,
+        classified,
+        delivery_id,
+        String::from_utf8_lossy(&body).into_owned(),
+        started,
+    )
+    .await?;
+    Ok(stored_json(&stored))
+}
+
+/// Interactivity and slash commands (form-encoded): stored, then answered. A slash
+/// command gets the bot's answer in the response.
+async fn slack_interactive(
+    State(state): State<Arc<IngressState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    let body = body_or_error(body)?;
+    let shared = Arc::clone(verified_slack(&state, &headers, &body)?);
+    let bad_request =
+        |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let (kind, payload) = match (form.get("payload"), form.get("command")) {
+        (Some(payload), _) => (
+            "interactive",
+            serde_json::from_str::<serde_json::Value>(payload)
+                .map_err(|_| bad_request("payload is not JSON"))?,
+        ),
+        (None, Some(_)) => ("slash_commands", json!(form)),
+        (None, None) => return Err(bad_request("neither an interaction nor a command")),
+    };
+    let classified = slack::events::classify(kind, &payload)
+        .ok_or_else(|| bad_request("the request names no team"))?;
+    // Interactions carry no id of their own: the trigger id is unique per interaction.
+    let delivery_id = payload["trigger_id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)));
+    let (stored, organization) =
+        store_slack(&state, classified, delivery_id, payload.to_string(), started).await?;
+    if kind == "slash_commands"
+        && let Some(organization) = organization
+    {
+        let user = payload["user_id"].as_str().unwrap_or_default();
+        let text = payload["text"].as_str().unwrap_or_default();
+        let answer = shared
+            .command_answer(&organization, user, text)
+            .await
+            .unwrap_or_else(|| slack::bot::HELP.to_string());
+        return Ok(Json(json!({"response_type": "ephemeral", "text": answer})));
+    }
+    Ok(stored_json(&stored))
 }

@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod fake_github;
+pub mod fake_slack;
 pub mod memory_credentials;
 pub mod test_connector;
 pub mod webhooks;
@@ -91,7 +92,7 @@ impl TestDaemon {
             &format!("[vault]\nmaster_key = \"{key}\"\n{extra}"),
         );
         let config = parse(&text);
-        let connectors = switchboard::connectors::ConnectorSet::from_config(&config.connectors);
+        let connectors = switchboard::connectors::ConnectorSet::from_config(&config);
         Self::start_full(data_dir, &text, connectors).await
     }
 
@@ -101,7 +102,7 @@ impl TestDaemon {
         let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
         let text = config_text(&url, "", extra);
         let connectors =
-            switchboard::connectors::ConnectorSet::from_config(&parse(&text).connectors);
+            switchboard::connectors::ConnectorSet::from_config(&parse(&text));
         Self::start_full(data_dir, &text, connectors).await
     }
 
