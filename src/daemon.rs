@@ -51,12 +51,7 @@ pub struct Daemon {
 impl Daemon {
     /// Builds the actor tree and binds both listeners; serving stops when `shutdown` fires.
     pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Daemon, DaemonError> {
-        Self::start_with(
-            config,
-            ConnectorSet::from_config(config),
-            shutdown,
-        )
-        .await
+        Self::start_with(config, ConnectorSet::from_config(config), shutdown).await
     }
 
     /// As [`Daemon::start`], with the given connectors (tests and embedders add their own).

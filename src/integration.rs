@@ -313,11 +313,20 @@ impl IntegrationState {
         self.refresh_timer = Some(myself.send_after(delay, || IntegrationMsg::RefreshCredentials));
     }
 
-    /// When the next refresh is due: `refresh_margin` before expiry (now if that passed).
+    /// When the next refresh is due: `refresh_margin` before expiry (now if that
+    /// passed). Credentials that live shorter than twice the margin are refreshed
+    /// halfway through their life instead, so that short-lived tokens never turn
+    /// into a refresh loop.
     fn refresh_delay(&self) -> Option<Duration> {
         let expires_at = self.expires_at?;
-        let due = expires_at - chrono::Duration::from_std(self.services.refresh_margin).ok()?;
-        Some((due - store::now()).to_std().unwrap_or(Duration::ZERO))
+        let now = store::now();
+        let margin = chrono::Duration::from_std(self.services.refresh_margin).ok()?;
+        let margin = margin.min((expires_at - now) / 2);
+        Some(
+            (expires_at - margin - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+        )
     }
 
     async fn validate(&mut self) -> Result<(), String> {

@@ -247,10 +247,10 @@ impl ActorTree {
                 spec = spec.child(child);
             }
             let spec = spec
-            .strategy(supervision.strategy)
-            .intensity(intensity.max_restarts, intensity.window)
-            .backoff(supervision.backoff())
-            .registry(registry.clone());
+                .strategy(supervision.strategy)
+                .intensity(intensity.max_restarts, intensity.window)
+                .backoff(supervision.backoff())
+                .registry(registry.clone());
             root = root.child(ChildSpec::supervisor(spec).shutdown(supervision.shutdown_timeout));
             names.push(connector.name().to_string());
             running.insert(connector.name().to_string(), shared);

@@ -19,8 +19,8 @@ use serde_json::json;
 use tracing::warn;
 
 use super::ApiError;
-use crate::connectors::{github, slack};
 use crate::connectors::webhook::{self, SIGNING_SECRET, WebhookConnector};
+use crate::connectors::{github, slack};
 use crate::integration::{CredentialStore, VaultCredentials};
 use crate::pipeline::{inbox, standard_webhooks};
 use crate::secret::Secret;
@@ -456,8 +456,14 @@ async fn slack_interactive(
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)));
-    let (stored, organization) =
-        store_slack(&state, classified, delivery_id, payload.to_string(), started).await?;
+    let (stored, organization) = store_slack(
+        &state,
+        classified,
+        delivery_id,
+        payload.to_string(),
+        started,
+    )
+    .await?;
     if kind == "slash_commands"
         && let Some(organization) = organization
     {

@@ -47,6 +47,8 @@ pub struct FakeSlackState {
     pub tokens: Mutex<Vec<String>>,
     pub refresh_tokens: Mutex<Vec<String>>,
     pub rotation: AtomicBool,
+    /// Lifetime of rotated tokens, in seconds (Slack: 43200).
+    pub expires_in: AtomicU32,
     pub refreshed: AtomicU32,
     pub revoked: Mutex<Vec<String>>,
     /// Messages posted: the request bodies of chat.postMessage.
@@ -126,7 +128,13 @@ impl FakeSlack {
     }
 
     /// Sends an envelope on connection `index`; its envelope id.
-    pub fn send_envelope(&self, index: usize, kind: &str, payload: Value, accepts_response_payload: bool) -> String {
+    pub fn send_envelope(
+        &self,
+        index: usize,
+        kind: &str,
+        payload: Value,
+        accepts_response_payload: bool,
+    ) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let envelope = json!({
             "envelope_id": id,
@@ -136,7 +144,11 @@ impl FakeSlack {
             "retry_attempt": 0,
             "retry_reason": "",
         });
-        self.state.sent_at.lock().unwrap().insert(id.clone(), Instant::now());
+        self.state
+            .sent_at
+            .lock()
+            .unwrap()
+            .insert(id.clone(), Instant::now());
         let frame = envelope.to_string();
         self.state
             .sent
@@ -153,7 +165,9 @@ impl FakeSlack {
 
     pub fn send_frame(&self, index: usize, frame: Value) {
         let connections = self.state.connections.lock().unwrap();
-        let _ = connections[index].send.send(Message::Text(frame.to_string().into()));
+        let _ = connections[index]
+            .send
+            .send(Message::Text(frame.to_string().into()));
     }
 
     /// Drops connection `index` without a close handshake.
@@ -185,11 +199,13 @@ impl FakeSlack {
         None
     }
 
-    pub async fn wait_connections(&self, open: usize, within: Duration) -> Vec<usize> {
+    /// Waits (up to `within`) until exactly the connections `open` are open; the
+    /// ones that are.
+    pub async fn wait_open(&self, open: &[usize], within: Duration) -> Vec<usize> {
         let deadline = Instant::now() + within;
         loop {
             let now_open = self.open_connections();
-            if now_open.len() == open || Instant::now() >= deadline {
+            if now_open == open || Instant::now() >= deadline {
                 return now_open;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -311,8 +327,8 @@ fn bearer(headers: &HeaderMap) -> String {
 }
 
 fn basic_is_the_client(headers: &HeaderMap) -> bool {
-    let expected = base64::engine::general_purpose::STANDARD
-        .encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -357,7 +373,7 @@ impl FakeSlackState {
         });
         if self.rotation.load(Ordering::SeqCst) {
             answer["refresh_token"] = json!(refresh);
-            answer["expires_in"] = json!(43200);
+            answer["expires_in"] = json!(self.expires_in.load(Ordering::SeqCst));
         }
         answer
     }
@@ -370,7 +386,12 @@ async fn method(
     body: axum::body::Bytes,
 ) -> Response {
     let args = form_or_json(&headers, &body);
-    let arg = |name: &str| args.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    let arg = |name: &str| {
+        args.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let token_ok = || state.tokens.lock().unwrap().contains(&bearer(&headers));
     match method.as_str() {
         "oauth.v2.access" => {
@@ -398,7 +419,9 @@ async fn method(
             if !token_ok() {
                 return slack_error("invalid_auth");
             }
-            ok(json!({"url": "https://acme.slack.com/", "team": "Acme Workspace", "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0001"}))
+            ok(
+                json!({"url": "https://acme.slack.com/", "team": "Acme Workspace", "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0001"}),
+            )
         }
         "auth.revoke" => {
             let token = bearer(&headers);
@@ -411,9 +434,11 @@ async fn method(
                 return slack_error("invalid_auth");
             }
             if let Some(seconds) = state.post_limited.lock().unwrap().take() {
-                let mut response =
-                    (StatusCode::TOO_MANY_REQUESTS, Json(json!({"ok": false, "error": "ratelimited"})))
-                        .into_response();
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({"ok": false, "error": "ratelimited"})),
+                )
+                    .into_response();
                 response
                     .headers_mut()
                     .insert("retry-after", seconds.to_string().parse().unwrap());
@@ -422,7 +447,9 @@ async fn method(
             }
             state.post_times.lock().unwrap().push(Instant::now());
             state.posted.lock().unwrap().push(json!(args));
-            ok(json!({"channel": arg("channel"), "ts": "1700000000.000200", "message": {"text": arg("text")}}))
+            ok(
+                json!({"channel": arg("channel"), "ts": "1700000000.000200", "message": {"text": arg("text")}}),
+            )
         }
         "conversations.replies" => {
             if !token_ok() {

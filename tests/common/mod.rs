@@ -101,8 +101,7 @@ impl TestDaemon {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
         let text = config_text(&url, "", extra);
-        let connectors =
-            switchboard::connectors::ConnectorSet::from_config(&parse(&text));
+        let connectors = switchboard::connectors::ConnectorSet::from_config(&parse(&text));
         Self::start_full(data_dir, &text, connectors).await
     }
 

@@ -57,7 +57,12 @@ pub struct Classified {
 /// Classifies a Socket Mode envelope's payload (or an HTTP body) by its envelope type
 /// (`events_api`, `slash_commands`, `interactive`).
 pub fn classify(envelope_type: &str, payload: &Value) -> Option<Classified> {
-    let text = |pointer: &str| payload.pointer(pointer).and_then(Value::as_str).map(str::to_string);
+    let text = |pointer: &str| {
+        payload
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     match envelope_type {
         "events_api" => {
             let kind = text("/event/type")?;
@@ -96,12 +101,22 @@ mod tests {
             "event": {"type": "app_mention", "text": "<@UBOT> help", "user": "U1", "ts": "1.1", "channel": "C1"}});
         assert_eq!(
             classify("events_api", &mention),
-            Some(Classified { team_id: "T1".into(), event_type: "app_mention".into(), delivery_id: Some("Ev1".into()) })
+            Some(Classified {
+                team_id: "T1".into(),
+                event_type: "app_mention".into(),
+                delivery_id: Some("Ev1".into())
+            })
         );
         let dm = json!({"team_id": "T1", "event_id": "Ev2", "event": {"type": "message", "channel_type": "im"}});
-        assert_eq!(classify("events_api", &dm).unwrap().event_type, "message.im");
+        assert_eq!(
+            classify("events_api", &dm).unwrap().event_type,
+            "message.im"
+        );
         let command = json!({"team_id": "T1", "command": "/switchboard", "text": "status", "user_id": "U1", "channel_id": "C1"});
-        assert_eq!(classify("slash_commands", &command).unwrap().event_type, "slash_command");
+        assert_eq!(
+            classify("slash_commands", &command).unwrap().event_type,
+            "slash_command"
+        );
         let action = json!({"type": "block_actions", "team": {"id": "T9"}});
         assert_eq!(classify("interactive", &action).unwrap().team_id, "T9");
         assert_eq!(classify("events_api", &json!({})), None);

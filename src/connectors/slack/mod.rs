@@ -147,10 +147,9 @@ fn team_of(credentials: &Credentials) -> &str {
 
 impl Shared {
     fn client_secret(&self) -> Result<&Secret, ConnectorError> {
-        self.config
-            .client_secret
-            .as_ref()
-            .ok_or_else(|| ConnectorError::Invalid("connectors.slack.client_secret is not set".into()))
+        self.config.client_secret.as_ref().ok_or_else(|| {
+            ConnectorError::Invalid("connectors.slack.client_secret is not set".into())
+        })
     }
 
     /// `chat.postMessage` as the workspace's bot, in a thread when `thread_ts` is set.
@@ -171,7 +170,12 @@ impl Shared {
 
     /// The answer to a command from `user` of the organization, or `None` when the
     /// text is a conversation for the agent.
-    pub async fn command_answer(&self, organization_id: &str, user: &str, text: &str) -> Option<String> {
+    pub async fn command_answer(
+        &self,
+        organization_id: &str,
+        user: &str,
+        text: &str,
+    ) -> Option<String> {
         let command = bot::parse(text);
         bot::answer(
             &command,
@@ -289,7 +293,10 @@ impl Connector for SlackConnector {
     fn actors(&self, context: &ConnectorContext) -> Vec<switchboard_actors::ChildSpec> {
         let _ = self.shared.daemon.set(Arc::clone(&context.daemon));
         if self.shared.config.socket_mode {
-            vec![socket_mode::child_spec(Arc::clone(&self.shared), context.clone())]
+            vec![socket_mode::child_spec(
+                Arc::clone(&self.shared),
+                context.clone(),
+            )]
         } else {
             Vec::new()
         }
@@ -305,7 +312,10 @@ impl Connector for SlackConnector {
             config.web_base_url.trim_end_matches('/')
         ))
         .map_err(|e| ConnectorError::Invalid(format!("bad Slack web URL: {e}")))?;
-        let redirect = config.redirect_url.as_deref().unwrap_or(&request.redirect_url);
+        let redirect = config
+            .redirect_url
+            .as_deref()
+            .unwrap_or(&request.redirect_url);
         url.query_pairs_mut()
             .append_pair("client_id", &config.client_id)
             .append_pair("scope", &config.scopes.join(","))
@@ -322,7 +332,10 @@ impl Connector for SlackConnector {
             .as_ref()
             .ok_or_else(|| ConnectorError::Invalid("the authorization code is missing".into()))?;
         let config = &self.shared.config;
-        let redirect = config.redirect_url.as_deref().unwrap_or(&request.redirect_url);
+        let redirect = config
+            .redirect_url
+            .as_deref()
+            .unwrap_or(&request.redirect_url);
         let answer = self
             .shared
             .api
@@ -342,8 +355,9 @@ impl Connector for SlackConnector {
                 }
                 other => other.into(),
             })?;
-        let access: OauthAccess = serde_json::from_value(answer)
-            .map_err(|e| ConnectorError::Unavailable(format!("unexpected oauth.v2.access answer: {e}")))?;
+        let access: OauthAccess = serde_json::from_value(answer).map_err(|e| {
+            ConnectorError::Unavailable(format!("unexpected oauth.v2.access answer: {e}"))
+        })?;
         let team = access
             .team
             .as_ref()

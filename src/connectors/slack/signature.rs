@@ -87,7 +87,14 @@ mod tests {
         assert_eq!(sign(&secret, TIMESTAMP, BODY.as_bytes()), SIGNATURE);
         let ts = TIMESTAMP.to_string();
         assert_eq!(
-            verify(&secret, Some(SIGNATURE), Some(&ts), BODY.as_bytes(), WINDOW, TIMESTAMP + 10),
+            verify(
+                &secret,
+                Some(SIGNATURE),
+                Some(&ts),
+                BODY.as_bytes(),
+                WINDOW,
+                TIMESTAMP + 10
+            ),
             Ok(())
         );
     }
@@ -97,10 +104,23 @@ mod tests {
         let secret = Secret::new(SECRET);
         let ts = TIMESTAMP.to_string();
         let check = |secret: &Secret, body: &str, now: i64| {
-            verify(secret, Some(SIGNATURE), Some(&ts), body.as_bytes(), WINDOW, now)
+            verify(
+                secret,
+                Some(SIGNATURE),
+                Some(&ts),
+                body.as_bytes(),
+                WINDOW,
+                now,
+            )
         };
-        assert_eq!(check(&Secret::new("another"), BODY, TIMESTAMP), Err(SignatureError::Mismatch));
-        assert_eq!(check(&secret, BODY, TIMESTAMP + 301), Err(SignatureError::Stale));
+        assert_eq!(
+            check(&Secret::new("another"), BODY, TIMESTAMP),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            check(&secret, BODY, TIMESTAMP + 301),
+            Err(SignatureError::Stale)
+        );
         assert_eq!(
             check(&secret, &BODY.replace("roadrunner", "coyote"), TIMESTAMP),
             Err(SignatureError::Mismatch)

@@ -48,10 +48,7 @@ const TEAM_FOR: Duration = Duration::from_secs(5);
 
 pub fn child_spec(shared: Arc<Shared>, context: ConnectorContext) -> ChildSpec {
     ChildSpec::actor(ACTOR, "socket_mode", move || {
-        (
-            SocketModeActor,
-            (Arc::clone(&shared), context.clone()),
-        )
+        (SocketModeActor, (Arc::clone(&shared), context.clone()))
     })
     .observed_with::<SocketMsg>()
 }
@@ -151,11 +148,20 @@ impl Actor for SocketModeActor {
                     .with_detail("connections_opened", progress.connections_opened)
                     .with_detail("reconnects", progress.reconnects)
                     .with_detail("last_hello_at", progress.last_hello_at)
-                    .with_detail("last_disconnect_reason", progress.last_disconnect_reason.clone())
+                    .with_detail(
+                        "last_disconnect_reason",
+                        progress.last_disconnect_reason.clone(),
+                    )
                     .with_detail("retry_in_ms", progress.retry_in_ms)
-                    .with_detail("envelopes", state.counters.envelopes.load(Ordering::Relaxed))
+                    .with_detail(
+                        "envelopes",
+                        state.counters.envelopes.load(Ordering::Relaxed),
+                    )
                     .with_detail("acked", state.counters.acked.load(Ordering::Relaxed))
-                    .with_detail("not_stored", state.counters.not_stored.load(Ordering::Relaxed));
+                    .with_detail(
+                        "not_stored",
+                        state.counters.not_stored.load(Ordering::Relaxed),
+                    );
                 report.last_error = progress.last_error.clone();
                 let _ = reply.send(report);
             }
@@ -168,11 +174,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The organization and integration a workspace is bound to.
+type Owner = (String, String);
+/// A workspace's owner (or none) and when that was looked up.
+type KnownTeam = (Option<Owner>, Instant);
+
 /// What a connection tells the client that manages it.
 enum Signal {
     /// Slack asked to move on (`disconnect`); the connection keeps reading until closed.
-    Disconnect { id: u64, reason: String },
-    Closed { id: u64, error: Option<String> },
+    Disconnect {
+        id: u64,
+        reason: String,
+    },
+    Closed {
+        id: u64,
+        error: Option<String>,
+    },
 }
 
 struct Connection {
@@ -185,8 +202,8 @@ struct Client {
     context: ConnectorContext,
     progress: Arc<Mutex<Progress>>,
     counters: Arc<Counters>,
-    /// Workspaces' integrations: team id -> (organization, integration, when looked up).
-    teams: Arc<Mutex<HashMap<String, (Option<(String, String)>, Instant)>>>,
+    /// Workspaces' integrations, by team id, with when they were looked up.
+    teams: Arc<Mutex<HashMap<String, KnownTeam>>>,
 }
 
 impl Client {
@@ -246,7 +263,10 @@ impl Client {
                     tokio::time::sleep(cap).await;
                 }
                 Signal::Disconnect { id, reason } => {
-                    info!(reason, "Slack asked for a new connection: opening it before closing the old one");
+                    info!(
+                        reason,
+                        "Slack asked for a new connection: opening it before closing the old one"
+                    );
                     lock(&self.progress).last_disconnect_reason = Some(reason);
                     // The old connection keeps reading until the new one said hello.
                     let mut attempt = 0;
@@ -304,7 +324,11 @@ impl Client {
 
     /// Asks Slack for a URL, connects, waits for `hello` and starts the connection's
     /// tasks. `Err` carries how long Slack asked to wait, if it did.
-    async fn connect(&self, id: u64, signals: mpsc::Sender<Signal>) -> Result<Connection, Option<Duration>> {
+    async fn connect(
+        &self,
+        id: u64,
+        signals: mpsc::Sender<Signal>,
+    ) -> Result<Connection, Option<Duration>> {
         let fail = |error: String, wait: Option<Duration>| {
             warn!(error = %error, "Socket Mode connection not opened");
             lock(&self.progress).last_error = Some(error);
@@ -440,7 +464,10 @@ impl Client {
     /// Stores one envelope, then acknowledges it (with the bot's answer to a slash
     /// command). Not stored, not acknowledged: Slack sends it again.
     async fn handle_envelope(&self, envelope: Value, out: mpsc::Sender<Message>) {
-        let envelope_id = envelope["envelope_id"].as_str().unwrap_or_default().to_string();
+        let envelope_id = envelope["envelope_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let kind = envelope["type"].as_str().unwrap_or_default();
         let payload = &envelope["payload"];
         let Some(Classified {
@@ -470,22 +497,24 @@ impl Client {
             payload: payload.to_string(),
             occurred_at: None,
         };
-        let stored =
-            match tokio::time::timeout(STORE_WITHIN, inbox::store(&self.context.registry, event, STORE_WITHIN))
-                .await
-            {
-                Ok(Ok(stored)) => stored,
-                Ok(Err(error)) => {
-                    warn!(error = %error, "Socket Mode envelope not stored: not acknowledged");
-                    self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(_) => {
-                    warn!("Socket Mode envelope not stored in time: not acknowledged");
-                    self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            };
+        let stored = match tokio::time::timeout(
+            STORE_WITHIN,
+            inbox::store(&self.context.registry, event, STORE_WITHIN),
+        )
+        .await
+        {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(error)) => {
+                warn!(error = %error, "Socket Mode envelope not stored: not acknowledged");
+                self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                warn!("Socket Mode envelope not stored in time: not acknowledged");
+                self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
         if owner.is_none() && !stored.duplicate {
             let reason = format!("no integration is bound to Slack workspace {team_id}");
             if let Err(error) =
@@ -512,7 +541,7 @@ impl Client {
     }
 
     /// The organization and integration a workspace is bound to (remembered briefly).
-    async fn integration_of(&self, team_id: &str) -> Result<Option<(String, String)>, String> {
+    async fn integration_of(&self, team_id: &str) -> Result<Option<Owner>, String> {
         if let Some((owner, at)) = lock(&self.teams).get(team_id)
             && at.elapsed() < TEAM_FOR
         {

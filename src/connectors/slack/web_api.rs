@@ -104,7 +104,10 @@ pub struct SlackWebApi {
 pub enum Auth<'a> {
     Bearer(&'a Secret),
     /// HTTP Basic with the app's client id and secret (`oauth.v2.access`).
-    Client { id: &'a str, secret: &'a Secret },
+    Client {
+        id: &'a str,
+        secret: &'a Secret,
+    },
 }
 
 impl SlackWebApi {
@@ -202,16 +205,20 @@ impl SlackWebApi {
                 continue;
             }
             if status.is_server_error() {
-                return Err(SlackError::Unavailable(format!("{method} answered {status}")));
+                return Err(SlackError::Unavailable(format!(
+                    "{method} answered {status}"
+                )));
             }
-            let answer: Value = response
-                .json()
-                .await
-                .map_err(|e| SlackError::Unavailable(format!("{method}: unreadable answer: {e}")))?;
+            let answer: Value = response.json().await.map_err(|e| {
+                SlackError::Unavailable(format!("{method}: unreadable answer: {e}"))
+            })?;
             if answer["ok"].as_bool() == Some(true) {
                 return Ok(answer);
             }
-            let code = answer["error"].as_str().unwrap_or("unknown_error").to_string();
+            let code = answer["error"]
+                .as_str()
+                .unwrap_or("unknown_error")
+                .to_string();
             return Err(if AUTH_ERRORS.contains(&code.as_str()) {
                 SlackError::Auth(code)
             } else if code == "ratelimited" {
