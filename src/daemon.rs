@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::connectors::ConnectorSet;
+use crate::connectors::{ConnectorSet, slack};
 use crate::http::{admin, api, webhooks};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
@@ -118,12 +118,8 @@ impl Daemon {
                 .github
                 .as_ref()
                 .and_then(|g| g.webhook_secret.clone()),
-            tree.connector(crate::connectors::slack::NAME)
-                .and_then(|c| {
-                    (Arc::clone(c) as Arc<dyn std::any::Any + Send + Sync>)
-                        .downcast::<crate::connectors::slack::SlackConnector>()
-                        .ok()
-                })
+            tree.connector(slack::NAME)
+                .and_then(crate::connectors::downcast::<slack::SlackConnector>)
                 .map(|slack| Arc::clone(slack.shared())),
         ));
         let mut servers = vec![

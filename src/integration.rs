@@ -484,7 +484,12 @@ impl IntegrationState {
                     Ok(_) => Ok(effect),
                     Err(error) => Err(error),
                 },
-                Err(error) => Err(error.message()),
+                Err(error) => {
+                    if let CallError::Failed(ConnectorError::Unauthorized(reason)) = &error {
+                        self.credentials_rejected(myself, reason).await;
+                    }
+                    Err(error.message())
+                }
             };
             let reason = match outcome {
                 Ok(effect) => {
@@ -543,6 +548,17 @@ impl IntegrationState {
                 let _ = myself.send_message(IntegrationMsg::ProcessEvents);
             }
             None => {}
+        }
+    }
+
+    /// The provider refused the credentials while handling an event (a revoked or
+    /// expired token): expiring credentials are refreshed now, others leave the
+    /// integration in `error`. The event is retried either way.
+    async fn credentials_rejected(&mut self, myself: &ActorRef<IntegrationMsg>, reason: &str) {
+        if self.expires_at.is_some() {
+            let _ = myself.send_message(IntegrationMsg::RefreshCredentials);
+        } else {
+            self.mark_error(reason).await;
         }
     }
 

@@ -198,13 +198,26 @@ impl ActorTree {
                 .observed_with::<InboxMsg>()
                 .shutdown(supervision.shutdown_timeout),
         );
+        let mut routes = Routes::new(
+            &config.routes,
+            &config.circuit_breaker,
+            Duration::from_secs(10),
+        );
+        if let Some(slack) = services
+            .connectors
+            .get(connectors::slack::NAME)
+            .and_then(connectors::downcast::<connectors::slack::SlackConnector>)
+        {
+            routes = routes.with_chat(Arc::new(connectors::slack::SlackPoster {
+                shared: Arc::clone(slack.shared()),
+                store: services.store.clone(),
+                vault: Vault::in_registry(registry.clone()),
+                connectors: services.connectors.clone(),
+            }));
+        }
         let pipeline = Arc::new(Pipeline {
             store: services.store.clone(),
-            routes: Arc::new(Routes::new(
-                &config.routes,
-                &config.circuit_breaker,
-                Duration::from_secs(10),
-            )),
+            routes: Arc::new(routes),
             retry: switchboard_actors::Backoff::new(
                 config.pipeline.retry_base,
                 config.pipeline.retry_cap,

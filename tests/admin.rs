@@ -5,7 +5,7 @@ mod common;
 use common::{TestDaemon, child};
 use rstest::rstest;
 
-const TWO_CONNECTORS: &str = "[connectors.slack]\nclient_id = \"cid\"\n[connectors.pagerduty]\n";
+const TWO_CONNECTORS: &str = "[connectors.datadog]\n[connectors.pagerduty]\n";
 
 #[tokio::test]
 async fn liveness_and_readiness_answer() {
@@ -39,7 +39,7 @@ async fn the_health_tree_shows_every_connector_honestly() {
     assert_eq!(status, 200);
     assert_eq!(tree["name"], "root");
     assert_eq!(tree["status"], "running");
-    for name in ["connector:slack", "connector:pagerduty"] {
+    for name in ["connector:datadog", "connector:pagerduty"] {
         let node = child(&tree, name);
         for field in [
             "name",
@@ -64,9 +64,9 @@ async fn the_health_tree_shows_every_connector_honestly() {
         );
     }
 
-    let (status, slack) = daemon.get_json("/admin/connectors/slack").await;
+    let (status, datadog) = daemon.get_json("/admin/connectors/datadog").await;
     assert_eq!(status, 200);
-    assert_eq!(slack["name"], "connector:slack");
+    assert_eq!(datadog["name"], "connector:datadog");
     daemon.stop().await;
 }
 
@@ -75,23 +75,23 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
     let daemon = TestDaemon::start(TWO_CONNECTORS).await;
     let (_, before) = daemon.get_json("/admin/actors").await;
 
-    let (status, restarted) = daemon.post_json("/admin/connectors/slack/restart").await;
+    let (status, restarted) = daemon.post_json("/admin/connectors/datadog/restart").await;
     assert_eq!(status, 200, "{restarted}");
     assert_eq!(restarted["manual_restarts"], 1);
     assert!(restarted["last_restart_at"].is_string());
 
     let (_, after) = daemon.get_json("/admin/actors").await;
-    let (slack_before, slack_after) = (
-        child(&before, "connector:slack"),
-        child(&after, "connector:slack"),
+    let (datadog_before, datadog_after) = (
+        child(&before, "connector:datadog"),
+        child(&after, "connector:datadog"),
     );
     assert_ne!(
-        slack_before["actor_id"], slack_after["actor_id"],
-        "slack has a new actor"
+        datadog_before["actor_id"], datadog_after["actor_id"],
+        "datadog has a new actor"
     );
-    assert_eq!(slack_after["manual_restarts"], 1);
+    assert_eq!(datadog_after["manual_restarts"], 1);
     assert_eq!(
-        slack_after["restarts"], 0,
+        datadog_after["restarts"], 0,
         "an explicit restart is not a failure"
     );
 
@@ -117,7 +117,7 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
         .await
         .expect("text");
     assert!(metrics.contains(
-        "switchboard_actor_restarts_total{actor=\"connector:slack\",kind=\"connector\",parent=\"root\",cause=\"manual\"} 1"
+        "switchboard_actor_restarts_total{actor=\"connector:datadog\",kind=\"connector\",parent=\"root\",cause=\"manual\"} 1"
     ), "{metrics}");
     assert!(
         metrics.contains("switchboard_build_info{version="),
@@ -130,7 +130,7 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
 #[case::unconfigured_connector("GET", "/admin/connectors/gcp")]
 #[case::unknown_connector("GET", "/admin/connectors/myspace")]
 #[case::restart_unknown_connector("POST", "/admin/connectors/myspace/restart")]
-#[case::restart_unconfigured_connector("POST", "/admin/connectors/datadog/restart")]
+#[case::restart_unconfigured_connector("POST", "/admin/connectors/aws/restart")]
 #[case::restart_unknown_integration(
     "POST",
     "/admin/integrations/0b7a3c52-1d2e-4f6a-9b8c-7d6e5f4a3b2c/restart"
@@ -173,7 +173,7 @@ async fn a_configured_token_is_required_except_for_probes() {
     }
     let restart = daemon
         .http
-        .post(daemon.admin_url("/admin/connectors/slack/restart"))
+        .post(daemon.admin_url("/admin/connectors/datadog/restart"))
         .send()
         .await
         .unwrap();

@@ -71,10 +71,10 @@ fn the_shipped_config_is_valid() {
 fn check_config_prints_the_effective_config_with_secrets_redacted() {
     let (code, stdout, _) = check_config(
         "[admin]\ntoken = \"admin-t0ken\"\n[database]\nurl = \"postgres://sb:pa55@db/sb\"\n\
-         [connectors.slack]\nclient_id = \"C1\"\nsigning_secret = \"sl-s3cret\"\n",
+         [connectors.slack]\nclient_id = \"C1\"\nclient_secret = \"sl-cl1ent\"\nsigning_secret = \"sl-s3cret\"\n",
     );
     assert_eq!(code, 0);
-    for secret in ["admin-t0ken", "pa55", "sl-s3cret"] {
+    for secret in ["admin-t0ken", "pa55", "sl-s3cret", "sl-cl1ent"] {
         assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
     }
     assert!(stdout.contains("[redacted]"), "{stdout}");

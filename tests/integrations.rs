@@ -429,8 +429,8 @@ async fn nothing_of_one_organization_is_visible_to_another() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_refresh_opens_the_breaker_and_shows_in_the_tree() {
-    // Tokens that expire within the refresh margin are refreshed at once.
-    let connector = Arc::new(TestConnector::with_token_lifetime(Duration::from_secs(60)));
+    // Tokens that live shorter than twice the margin are refreshed halfway: after 1 s.
+    let connector = Arc::new(TestConnector::with_token_lifetime(Duration::from_secs(2)));
     connector.fail_refresh.store(true, Ordering::SeqCst);
     let daemon = daemon_with(
         Arc::clone(&connector),

@@ -603,3 +603,189 @@ mod socket_mode {
         daemon.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slack_post_route_tells_the_workspace_about_a_pull_request() {
+    use common::db::{Db, TestDb};
+    use common::fake_github::{FakeGithub, WEBHOOK_SECRET};
+    use switchboard::store::{organizations, tokens};
+
+    let db = TestDb::new(Db::Sqlite).await.expect("sqlite");
+    let org = organizations::create(&db.store, "Acme").await.unwrap();
+    let (_, token) = tokens::create(&db.store, &org.id).await.unwrap();
+    let token = token.expose().clone();
+    let slack = FakeSlack::start().await;
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 1);
+    let extra = format!(
+        "{}{}[[routes]]\norganization_id = \"{}\"\nconnector = \"github\"\n\
+         event_type = \"pull_request.*\"\naction = \"slack.post\"\nchannel = \"C0DEPLOYS\"\n",
+        slack.config_section(false, ""),
+        github.config_section(),
+        org.id
+    );
+    let daemon = TestDaemon::start_on(db.config.url.expose(), &extra).await;
+    daemon.ready().await;
+    install(&daemon, &token).await;
+    let (_, started) = daemon
+        .call_api(
+            &token,
+            "/integrations/authorize",
+            json!({"connector_type": "github"}),
+        )
+        .await;
+    let (status, done) = daemon
+        .call_api(
+            &token,
+            "/integrations/callback",
+            json!({"connector_type": "github", "state": started["state"], "installation_id": "42"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{done}");
+
+    let body = serde_json::to_vec(&json!({
+        "action": "opened",
+        "pull_request": {"number": 5, "title": "Add a feature", "html_url": "https://github.com/acme/repo-001/pull/5", "merged": false},
+        "repository": {"full_name": "acme/repo-001"},
+        "sender": {"login": "octocat"},
+        "installation": {"id": 42}
+    }))
+    .unwrap();
+    let response = daemon
+        .http
+        .post(daemon.api_url("/webhooks/github"))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", "d-route")
+        .header(
+            "x-hub-signature-256",
+            switchboard::connectors::github::signature::sign(&Secret::new(WEBHOOK_SECRET), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    until("posted to Slack", || async {
+        !slack.state.posted.lock().unwrap().is_empty()
+    })
+    .await;
+    let posted = slack.state.posted.lock().unwrap()[0].clone();
+    assert_eq!(posted["channel"], "C0DEPLOYS");
+    assert_eq!(
+        posted["text"],
+        "octocat opened pull request #5 in acme/repo-001: Add a feature <https://github.com/acme/repo-001/pull/5>"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anything_else_goes_to_the_agent_with_the_thread_and_its_answer_is_posted() {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+
+    let asked: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let recorded = Arc::clone(&asked);
+    let agent = axum::Router::new().route(
+        "/agent",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                recorded.lock().unwrap().push(body);
+                axum::Json(json!({"text": "The build is red because a test timed out."}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, agent).await.unwrap() });
+
+    let slack = FakeSlack::start().await;
+    *slack.state.thread.lock().unwrap() = vec![
+        json!({"user": "U0HUMAN", "text": "deploy failed again", "ts": "1700000005.000100"}),
+        json!({"bot_id": "B0001", "text": "I can look into it", "ts": "1700000005.000200"}),
+    ];
+    let daemon = daemon(
+        &slack,
+        false,
+        &format!("[bot]\nagent_url = \"http://{agent_addr}/agent\"\n"),
+    )
+    .await;
+    let (org, token) = daemon.organization("Acme").await;
+    install(&daemon, &token).await;
+
+    let mut event = mention("Ev0500", "why is the build red?", "1700000005.000300");
+    event["event"]["thread_ts"] = json!("1700000005.000100");
+    let body = serde_json::to_vec(&event).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let response = daemon
+        .http
+        .post(daemon.api_url("/webhooks/slack/events"))
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            signature::sign(&Secret::new(SIGNING_SECRET), now, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    until("the agent's answer is posted", || async {
+        !slack.state.posted.lock().unwrap().is_empty()
+    })
+    .await;
+    let posted = slack.state.posted.lock().unwrap()[0].clone();
+    assert_eq!(posted["text"], "The build is red because a test timed out.");
+    assert_eq!(posted["thread_ts"], "1700000005.000100");
+    let request = asked.lock().unwrap()[0].clone();
+    assert_eq!(request["organization"], org);
+    assert_eq!(request["channel"], "C0GENERAL");
+    assert_eq!(request["thread_ts"], "1700000005.000100");
+    assert_eq!(request["user"], "U0HUMAN");
+    assert!(
+        request["text"]
+            .as_str()
+            .unwrap()
+            .contains("why is the build red?")
+    );
+    assert_eq!(request["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(request["messages"][0]["text"], "deploy failed again");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_slack_no_longer_accepts_puts_the_integration_in_error() {
+    let slack = FakeSlack::start().await;
+    let daemon = daemon(&slack, false, "").await;
+    let (_, token) = daemon.organization("Acme").await;
+    let integration = install(&daemon, &token).await;
+    // Revoked on Slack's side: chat.postMessage answers invalid_auth.
+    slack.state.tokens.lock().unwrap().clear();
+    let body = serde_json::to_vec(&mention("Ev0600", "help", "6.6")).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    daemon
+        .http
+        .post(daemon.api_url("/webhooks/slack/events"))
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            signature::sign(&Secret::new(SIGNING_SECRET), now, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let id = integration["id"].as_str().unwrap().to_string();
+    until("in error", || async {
+        let (_, status) = daemon
+            .call_api(
+                &token,
+                "/integrations/status",
+                json!({"integration_id": id}),
+            )
+            .await;
+        status["integration"]["status"] == "error"
+    })
+    .await;
+    daemon.stop().await;
+}

@@ -301,6 +301,14 @@ pub enum EventEffect {
     Metadata(serde_json::Value),
 }
 
+/// The concrete connector behind a trait object (the Slack connector, which ingress
+/// and routes need as itself).
+pub fn downcast<T: Connector>(connector: &Arc<dyn Connector>) -> Option<Arc<T>> {
+    (Arc::clone(connector) as Arc<dyn std::any::Any + Send + Sync>)
+        .downcast::<T>()
+        .ok()
+}
+
 /// The connectors this daemon runs, by name.
 #[derive(Clone, Default)]
 pub struct ConnectorSet {

@@ -494,3 +494,64 @@ fn revokes_bot(payload: &Value) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|bots| !bots.is_empty())
 }
+
+/// The `slack.post` route action: a readable line about a routed event (a GitHub pull
+/// request, a generic webhook), posted by the organization's own Slack bot.
+pub struct SlackPoster {
+    pub shared: Arc<Shared>,
+    pub store: crate::store::Store,
+    pub vault: crate::vault::Vault,
+    /// Every connector, for the line that describes its events.
+    pub connectors: super::ConnectorSet,
+}
+
+impl SlackPoster {
+    fn line(&self, envelope: &Envelope) -> String {
+        self.connectors
+            .get(&envelope.connector)
+            .and_then(|connector| connector.describe(envelope))
+            .unwrap_or_else(|| {
+                format!(
+                    "{} event `{}` (id {})",
+                    envelope.connector, envelope.event_type, envelope.id
+                )
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::pipeline::routes::ChatPoster for SlackPoster {
+    async fn post(
+        &self,
+        organization_id: &str,
+        channel: &str,
+        envelope: &Envelope,
+    ) -> Result<(), String> {
+        use crate::integration::CredentialStore;
+        let integration =
+            crate::store::integrations::list(&self.store, organization_id, Some(NAME))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|i| i.status == crate::store::integrations::STATUS_ACTIVE)
+                .ok_or("the organization has no active Slack integration")?;
+        let credentials = crate::integration::VaultCredentials {
+            store: self.store.clone(),
+            vault: self.vault.clone(),
+        }
+        .load(&integration)
+        .await?;
+        let token = bot_token(&credentials).map_err(|e| e.to_string())?;
+        self.shared
+            .post_message(
+                team_of(&credentials),
+                token,
+                channel,
+                &self.line(envelope),
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
