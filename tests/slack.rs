@@ -671,6 +671,13 @@ async fn a_slack_post_route_tells_the_workspace_about_a_pull_request() {
     .await;
     let posted = slack.state.posted.lock().unwrap()[0].clone();
     assert_eq!(posted["channel"], "C0DEPLOYS");
+    assert_eq!(posted["blocks"][0]["type"], "section");
+    assert!(
+        posted["blocks"][1]["elements"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("pull_request.opened")
+    );
     assert_eq!(
         posted["text"],
         "octocat opened pull request #5 in acme/repo-001: Add a feature <https://github.com/acme/repo-001/pull/5>"

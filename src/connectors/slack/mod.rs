@@ -135,6 +135,15 @@ fn token_values(access: &OauthAccess) -> Vec<CredentialValue> {
     values
 }
 
+/// A message to post.
+pub struct Message<'a> {
+    pub channel: &'a str,
+    pub text: &'a str,
+    pub thread_ts: Option<&'a str>,
+    /// Block Kit blocks; `text` is then the fallback.
+    pub blocks: Option<Value>,
+}
+
 fn bot_token(credentials: &Credentials) -> Result<&Secret, ConnectorError> {
     credentials
         .get(BOT_TOKEN)
@@ -153,17 +162,19 @@ impl Shared {
     }
 
     /// `chat.postMessage` as the workspace's bot, in a thread when `thread_ts` is set.
+    /// With `blocks`, `text` is the notification's fallback.
     pub async fn post_message(
         &self,
         team: &str,
         token: &Secret,
-        channel: &str,
-        text: &str,
-        thread_ts: Option<&str>,
+        message: Message<'_>,
     ) -> Result<Value, SlackError> {
-        let mut body = json!({"channel": channel, "text": text});
-        if let Some(thread_ts) = thread_ts {
+        let mut body = json!({"channel": message.channel, "text": message.text});
+        if let Some(thread_ts) = message.thread_ts {
             body["thread_ts"] = json!(thread_ts);
+        }
+        if let Some(blocks) = message.blocks {
+            body["blocks"] = blocks;
         }
         self.api.json(team, "chat.postMessage", token, &body).await
     }
@@ -214,7 +225,13 @@ impl Shared {
                 None => format!("I don't know that one.\n{}", bot::HELP),
             },
         };
-        self.post_message(team, token, channel, &answer, Some(&thread_ts))
+        let reply = Message {
+            channel,
+            text: &answer,
+            thread_ts: Some(&thread_ts),
+            blocks: None,
+        };
+        self.post_message(team, token, reply)
             .await
             .map_err(ConnectorError::from)?;
         Ok(())
@@ -542,16 +559,37 @@ impl crate::pipeline::routes::ChatPoster for SlackPoster {
         .load(&integration)
         .await?;
         let token = bot_token(&credentials).map_err(|e| e.to_string())?;
+        let line = self.line(envelope);
+        let message = Message {
+            channel,
+            text: &line,
+            thread_ts: None,
+            // The line in mrkdwn, and where it came from in a context line.
+            blocks: Some(json!([
+                {"type": "section", "text": {"type": "mrkdwn", "text": line}},
+                {"type": "context", "elements": [{"type": "mrkdwn",
+                    "text": format!("{} · `{}` · event {}", envelope.connector, envelope.event_type, envelope.id)}]}
+            ])),
+        };
         self.shared
-            .post_message(
-                team_of(&credentials),
-                token,
-                channel,
-                &self.line(envelope),
-                None,
-            )
+            .post_message(team_of(&credentials), token, message)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_revoked_matters_only_when_it_names_bot_tokens() {
+        let bot =
+            json!({"event": {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["U0BOT"]}}});
+        let user_only =
+            json!({"event": {"type": "tokens_revoked", "tokens": {"oauth": ["U0HUMAN"]}}});
+        assert!(revokes_bot(&bot));
+        assert!(!revokes_bot(&user_only));
     }
 }
