@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::TestDaemon;
 use common::fake_github::{FakeGithub, WEBHOOK_SECRET};
+use common::{TestDaemon, until};
 use serde_json::{Value, json};
 use switchboard::connectors::github::signature;
 use switchboard::secret::Secret;
@@ -17,21 +17,6 @@ async fn daemon(github: &FakeGithub) -> TestDaemon {
     let daemon = TestDaemon::start_configured(&github.config_section()).await;
     daemon.ready().await;
     daemon
-}
-
-/// Polls `check` every 20 ms for up to 10 s.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("not within 10 s: {what}");
 }
 
 /// Starts an installation for the token's organization: the state GitHub would carry.

@@ -6,8 +6,8 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::TestDaemon;
 use common::fake_slack::{self, FakeSlack, GOOD_CODE, SIGNING_SECRET, TEAM};
+use common::{TestDaemon, until};
 use serde_json::{Value, json};
 use switchboard::connectors::slack::signature;
 use switchboard::secret::Secret;
@@ -18,19 +18,24 @@ async fn daemon(slack: &FakeSlack, socket_mode: bool, extra: &str) -> TestDaemon
     daemon
 }
 
-/// Polls `check` every 10 ms for up to 10 s.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..1000 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("not within 10 s: {what}");
+/// Sends an Events API callback as Slack does (signed now); the status.
+async fn post_event(daemon: &TestDaemon, event: &Value) -> u16 {
+    let body = serde_json::to_vec(event).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    daemon
+        .http
+        .post(daemon.api_url("/webhooks/slack/events"))
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            signature::sign(&Secret::new(SIGNING_SECRET), now, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// Installs the app in the fake workspace for the token's organization.
@@ -722,21 +727,7 @@ async fn anything_else_goes_to_the_agent_with_the_thread_and_its_answer_is_poste
 
     let mut event = mention("Ev0500", "why is the build red?", "1700000005.000300");
     event["event"]["thread_ts"] = json!("1700000005.000100");
-    let body = serde_json::to_vec(&event).unwrap();
-    let now = chrono::Utc::now().timestamp();
-    let response = daemon
-        .http
-        .post(daemon.api_url("/webhooks/slack/events"))
-        .header("x-slack-request-timestamp", now.to_string())
-        .header(
-            "x-slack-signature",
-            signature::sign(&Secret::new(SIGNING_SECRET), now, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(post_event(&daemon, &event).await, 200);
     until("the agent's answer is posted", || async {
         !slack.state.posted.lock().unwrap().is_empty()
     })
@@ -768,20 +759,10 @@ async fn a_token_slack_no_longer_accepts_puts_the_integration_in_error() {
     let integration = install(&daemon, &token).await;
     // Revoked on Slack's side: chat.postMessage answers invalid_auth.
     slack.state.tokens.lock().unwrap().clear();
-    let body = serde_json::to_vec(&mention("Ev0600", "help", "6.6")).unwrap();
-    let now = chrono::Utc::now().timestamp();
-    daemon
-        .http
-        .post(daemon.api_url("/webhooks/slack/events"))
-        .header("x-slack-request-timestamp", now.to_string())
-        .header(
-            "x-slack-signature",
-            signature::sign(&Secret::new(SIGNING_SECRET), now, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(
+        post_event(&daemon, &mention("Ev0600", "help", "6.6")).await,
+        200
+    );
     let id = integration["id"].as_str().unwrap().to_string();
     until("in error", || async {
         let (_, status) = daemon

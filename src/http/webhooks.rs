@@ -120,6 +120,14 @@ pub fn github_router(state: Arc<IngressState>, max_body_bytes: usize) -> Router 
         .with_state(state)
 }
 
+fn invalid_signature(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+        error.to_string(),
+    )
+}
+
 fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -186,13 +194,7 @@ async fn github(
         header(github::signature::SIGNATURE_SHA1),
         &body,
     )
-    .map_err(|error| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            error.to_string(),
-        )
-    })?;
+    .map_err(invalid_signature)?;
     let bad_request =
         |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
     let name = header("x-github-event").ok_or_else(|| bad_request("missing X-GitHub-Event"))?;
@@ -228,15 +230,13 @@ async fn github(
         occurred_at: None,
     };
     let stored = store_event(&state, event, started).await?;
-    if integration.is_none() && !stored.duplicate {
+    if integration.is_none() {
         // Nobody can process it: kept, dead with the reason (replayable once bound).
         let reason = match &installation {
             Some(id) => format!("no integration is bound to GitHub App installation {id}"),
             None => "the event names no GitHub App installation".to_string(),
         };
-        if let Err(error) = events::mark_failed(&state.store, &stored.id, 0, &reason, None).await {
-            warn!(event_id = %stored.id, error = %error, "unrouted GitHub event left pending");
-        }
+        events::bury_unrouted(&state.store, &stored, &reason).await;
     }
     Ok(stored_json(&stored))
 }
@@ -277,13 +277,7 @@ async fn generic(
             outcome
         }
     };
-    let timestamp = verified.map_err(|error| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            error.to_string(),
-        )
-    })?;
+    let timestamp = verified.map_err(invalid_signature)?;
 
     let delivery_id = header(standard_webhooks::ID)
         .unwrap_or_default()
@@ -345,13 +339,7 @@ fn verified_slack<'a>(
         shared.config.timestamp_tolerance,
         standard_webhooks::unix_now(),
     )
-    .map_err(|error| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            error.to_string(),
-        )
-    })?;
+    .map_err(invalid_signature)?;
     Ok(shared)
 }
 
@@ -377,14 +365,12 @@ async fn store_slack(
         occurred_at: None,
     };
     let stored = store_event(state, event, started).await?;
-    if integration.is_none() && !stored.duplicate {
+    if integration.is_none() {
         let reason = format!(
             "no integration is bound to Slack workspace {}",
             classified.team_id
         );
-        if let Err(error) = events::mark_failed(&state.store, &stored.id, 0, &reason, None).await {
-            warn!(event_id = %stored.id, error = %error, "unrouted Slack event left pending");
-        }
+        events::bury_unrouted(&state.store, &stored, &reason).await;
     }
     Ok((stored, integration.map(|i| i.organization_id)))
 }

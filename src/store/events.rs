@@ -230,6 +230,17 @@ pub async fn mark_failed(
     Ok(())
 }
 
+/// An event nobody can process (no integration is bound to the provider account it
+/// came from): kept, `dead` with the reason, replayable. A duplicate is left as it is.
+pub async fn bury_unrouted(store: &Store, stored: &Stored, reason: &str) {
+    if stored.duplicate {
+        return;
+    }
+    if let Err(error) = mark_failed(store, &stored.id, 0, reason, None).await {
+        tracing::warn!(event_id = %stored.id, error = %error, "unrouted event left pending");
+    }
+}
+
 /// Sends every pending event of an integration to `dead` with `reason` (it is gone).
 pub async fn bury_pending(
     store: &Store,

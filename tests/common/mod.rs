@@ -234,6 +234,21 @@ impl TestDaemon {
     }
 }
 
+/// Polls `check` every 10 ms until it holds; panics naming `what` after 10 s.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
 /// The node named `name` among the children of `tree`.
 pub fn child<'a>(tree: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     tree["children"]

@@ -515,13 +515,9 @@ impl Client {
                 return;
             }
         };
-        if owner.is_none() && !stored.duplicate {
+        if owner.is_none() {
             let reason = format!("no integration is bound to Slack workspace {team_id}");
-            if let Err(error) =
-                stored_events::mark_failed(&self.context.store, &stored.id, 0, &reason, None).await
-            {
-                warn!(error = %error, "unrouted Slack event left pending");
-            }
+            stored_events::bury_unrouted(&self.context.store, &stored, &reason).await;
         }
         let answer = match (&owner, kind, envelope["accepts_response_payload"].as_bool()) {
             (Some((organization, _)), "slash_commands", Some(true)) => {
