@@ -548,6 +548,19 @@ mod socket_mode {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn the_connection_is_kept_alive_with_pings() {
+        let slack = FakeSlack::start().await;
+        // ping_interval is 1 s in the fake's section.
+        let (daemon, _) = connected(&slack, "").await;
+        until("two pings", || async {
+            slack.state.pings.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        assert_eq!(slack.open_connections(), vec![0], "the same connection");
+        daemon.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn link_disabled_backs_off_and_says_so() {
         let slack = FakeSlack::start().await;
         let (daemon, _) = connected(&slack, "").await;

@@ -68,6 +68,8 @@ pub struct FakeSlackState {
     /// Every envelope frame sent, with the connection it went to last.
     sent: Mutex<Vec<(String, usize, String)>>,
     pub redelivered: AtomicU32,
+    /// WebSocket pings received from the client.
+    pub pings: AtomicU32,
     next_token: AtomicU32,
 }
 
@@ -249,6 +251,9 @@ async fn serve_socket(state: Arc<FakeSlackState>, stream: tokio::net::TcpStream)
     while let Some(Ok(frame)) = incoming.next().await {
         if !open.load(Ordering::SeqCst) {
             break;
+        }
+        if let Message::Ping(_) = frame {
+            state.pings.fetch_add(1, Ordering::SeqCst);
         }
         if let Message::Text(text) = frame {
             let value: Value = serde_json::from_str(&text).unwrap_or_default();
