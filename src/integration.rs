@@ -453,15 +453,21 @@ impl IntegrationState {
         if batch.is_empty() {
             return;
         }
-        // Decrypted once for the batch, dropped (zeroized) after it.
-        let credentials = match self.services.credentials.load(&self.integration).await {
-            Ok(credentials) => credentials,
-            Err(error) => {
-                warn!(integration_id = %self.integration.id, error = %error, "credentials unavailable for events");
-                self.last_error = Some(format!("credentials unavailable: {error}"));
-                self.schedule_events(myself, pipeline.retry.delay(1));
-                return;
+        let connector = Arc::clone(&self.services.connector);
+        // Decrypted once for the batch and dropped (zeroized) after it; only for a
+        // connector with a handler of its own (a generic webhook goes to routes only).
+        let credentials = if connector.handles_events() {
+            match self.services.credentials.load(&self.integration).await {
+                Ok(credentials) => Some(credentials),
+                Err(error) => {
+                    warn!(integration_id = %self.integration.id, error = %error, "credentials unavailable for events");
+                    self.last_error = Some(format!("credentials unavailable: {error}"));
+                    self.schedule_events(myself, pipeline.retry.delay(1));
+                    return;
+                }
             }
+        } else {
+            None
         };
         let mut done = Vec::new();
         let mut wait = None;
@@ -475,11 +481,14 @@ impl IntegrationState {
                 break;
             }
             let envelope = Envelope::from_event(&event);
-            let connector = Arc::clone(&self.services.connector);
-            let outcome = match self
-                .call_provider(connector.handle_event(&credentials, &envelope))
-                .await
-            {
+            let handled = match &credentials {
+                Some(credentials) => {
+                    self.call_provider(connector.handle_event(credentials, &envelope))
+                        .await
+                }
+                None => Ok(EventEffect::None),
+            };
+            let outcome = match handled {
                 Ok(effect) => match pipeline.routes.dispatch(&envelope).await {
                     Ok(_) => Ok(effect),
                     Err(error) => Err(error),

@@ -268,6 +268,12 @@ pub trait Connector: std::any::Any + Send + Sync + 'static {
         Err(ConnectorError::NotSupported)
     }
 
+    /// Whether [`Connector::handle_event`] does anything: when it does not, events go
+    /// to the routes without a handler call (and without decrypting credentials).
+    fn handles_events(&self) -> bool {
+        false
+    }
+
     /// Handles one of the integration's events (already durable), before the routes
     /// see it, with the integration's credentials. An `Err` fails this attempt; the
     /// event is retried. What it asks of the integration (revoke it, update its

@@ -274,6 +274,10 @@ impl Connector for GithubConnector {
         }
     }
 
+    fn handles_events(&self) -> bool {
+        true
+    }
+
     async fn handle_event(
         &self,
         integration: &Credentials,

@@ -467,6 +467,10 @@ impl Connector for SlackConnector {
         }
     }
 
+    fn handles_events(&self) -> bool {
+        true
+    }
+
     async fn handle_event(
         &self,
         credentials: &Credentials,
