@@ -453,13 +453,9 @@ async fn slack_interactive(
     if kind == "slash_commands"
         && let Some(organization) = organization
     {
-        let user = payload["user_id"].as_str().unwrap_or_default();
-        let text = payload["text"].as_str().unwrap_or_default();
-        let answer = shared
-            .command_answer(&organization, user, text)
-            .await
-            .unwrap_or_else(|| slack::bot::HELP.to_string());
-        return Ok(Json(json!({"response_type": "ephemeral", "text": answer})));
+        return Ok(Json(
+            shared.slash_command_response(&organization, &payload).await,
+        ));
     }
     Ok(stored_json(&stored))
 }

@@ -198,6 +198,18 @@ impl Shared {
         .await
     }
 
+    /// The immediate answer to a `/switchboard` command (its payload names the user
+    /// and the text), as Slack takes it in a response or an acknowledgement.
+    pub async fn slash_command_response(&self, organization_id: &str, payload: &Value) -> Value {
+        let user = payload["user_id"].as_str().unwrap_or_default();
+        let text = payload["text"].as_str().unwrap_or_default();
+        let answer = self
+            .command_answer(organization_id, user, text)
+            .await
+            .unwrap_or_else(|| bot::HELP.to_string());
+        json!({"response_type": "ephemeral", "text": answer})
+    }
+
     /// A message to the bot (a DM or a mention): answered in its thread.
     async fn converse(
         &self,

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -43,8 +43,6 @@ pub const ACTOR: &str = "slack:socket";
 /// Slack wants an acknowledgement within 3 seconds; storing gets most of that.
 const STORE_WITHIN: Duration = Duration::from_millis(2500);
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
-/// How long a workspace's integration is remembered by the client.
-const TEAM_FOR: Duration = Duration::from_secs(5);
 
 pub fn child_spec(shared: Arc<Shared>, context: ConnectorContext) -> ChildSpec {
     ChildSpec::actor(ACTOR, "socket_mode", move || {
@@ -107,7 +105,6 @@ impl Actor for SocketModeActor {
             context,
             progress: Arc::clone(&progress),
             counters: Arc::clone(&counters),
-            teams: Arc::default(),
         };
         Ok(SocketState {
             client: tokio::spawn(client.run()),
@@ -176,8 +173,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The organization and integration a workspace is bound to.
 type Owner = (String, String);
-/// A workspace's owner (or none) and when that was looked up.
-type KnownTeam = (Option<Owner>, Instant);
 
 /// What a connection tells the client that manages it.
 enum Signal {
@@ -202,8 +197,6 @@ struct Client {
     context: ConnectorContext,
     progress: Arc<Mutex<Progress>>,
     counters: Arc<Counters>,
-    /// Workspaces' integrations, by team id, with when they were looked up.
-    teams: Arc<Mutex<HashMap<String, KnownTeam>>>,
 }
 
 impl Client {
@@ -244,7 +237,7 @@ impl Client {
                 return;
             };
             match signal {
-                Signal::Disconnect { id, reason } if reason == "link_disabled" => {
+                Signal::Disconnect { reason, .. } if reason == "link_disabled" => {
                     warn!("Slack disabled Socket Mode for this app (link_disabled): backing off");
                     for (_, connection) in open.drain() {
                         let _ = connection.close.send(());
@@ -256,7 +249,6 @@ impl Client {
                             "Socket Mode is disabled for this app (link_disabled)".to_string(),
                         );
                     }
-                    let _ = id;
                     self.set_state("link_disabled");
                     let cap = self.shared.config.reconnect_cap;
                     lock(&self.progress).retry_in_ms = Some(cap.as_millis() as u64);
@@ -520,15 +512,11 @@ impl Client {
             stored_events::bury_unrouted(&self.context.store, &stored, &reason).await;
         }
         let answer = match (&owner, kind, envelope["accepts_response_payload"].as_bool()) {
-            (Some((organization, _)), "slash_commands", Some(true)) => {
-                let user = payload["user_id"].as_str().unwrap_or_default();
-                let text = payload["text"].as_str().unwrap_or_default();
-                let answer = match self.shared.command_answer(organization, user, text).await {
-                    Some(answer) => answer,
-                    None => super::bot::HELP.to_string(),
-                };
-                Some(json!({"response_type": "ephemeral", "text": answer}))
-            }
+            (Some((organization, _)), "slash_commands", Some(true)) => Some(
+                self.shared
+                    .slash_command_response(organization, payload)
+                    .await,
+            ),
             _ => None,
         };
         if out.send(ack(&envelope_id, answer)).await.is_ok() {
@@ -536,19 +524,15 @@ impl Client {
         }
     }
 
-    /// The organization and integration a workspace is bound to (remembered briefly).
+    /// The organization and integration a workspace is bound to, looked up for every
+    /// envelope (one indexed read) so that a revocation takes effect at once.
     async fn integration_of(&self, team_id: &str) -> Result<Option<Owner>, String> {
-        if let Some((owner, at)) = lock(&self.teams).get(team_id)
-            && at.elapsed() < TEAM_FOR
-        {
-            return Ok(owner.clone());
-        }
-        let found = integrations::find_by_account(&self.context.store, NAME, team_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|i| (i.organization_id, i.id));
-        lock(&self.teams).insert(team_id.to_string(), (found.clone(), Instant::now()));
-        Ok(found)
+        Ok(
+            integrations::find_by_account(&self.context.store, NAME, team_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|i| (i.organization_id, i.id)),
+        )
     }
 }
 
