@@ -448,14 +448,13 @@ pub async fn activate(
 ) -> Result<Integration, StoreError> {
     let rows = credential_rows(organization_id, id, credentials);
     let metadata = metadata.to_string();
-    let connector_type = with_conn!(store, |conn| {
-        owned(organization_id, id)
-            .select(integrations::connector_type)
-            .first::<String>(conn)
-            .await
-    })?;
     write_tx!(store, |conn| {
         if let Some(account) = &external_id {
+            // In the same transaction as the activation: no second binding can slip in.
+            let connector_type = owned(organization_id, id)
+                .select(integrations::connector_type)
+                .first::<String>(conn)
+                .await?;
             let bound = integrations::table
                 .filter(integrations::connector_type.eq(&connector_type))
                 .filter(integrations::external_id.eq(account))
