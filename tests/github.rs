@@ -189,6 +189,29 @@ async fn an_installation_is_confirmed_with_github_and_bound_to_the_states_organi
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_update_from_githubs_settings_binds_nothing() {
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 1);
+    let daemon = daemon(&github).await;
+    let (_, token) = daemon.organization("Acme").await;
+    // GitHub sends the browser back without a state after a settings change.
+    let page = daemon
+        .http
+        .get(daemon.api_url("/oauth/github/callback?installation_id=42&setup_action=update"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("was updated"));
+    assert!(integrations(&daemon, &token).await.is_empty());
+    assert!(
+        github.state.claims.lock().unwrap().is_empty(),
+        "GitHub not even asked"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_spoofed_installation_id_binds_nothing() {
     let github = FakeGithub::start().await;
     github.install(42, "acme", 1);

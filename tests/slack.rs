@@ -790,3 +790,49 @@ async fn a_token_slack_no_longer_accepts_puts_the_integration_in_error() {
     .await;
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_direct_message_is_answered_and_the_bots_own_messages_are_not() {
+    let slack = FakeSlack::start().await;
+    let daemon = daemon(&slack, false, "").await;
+    let (_, token) = daemon.organization("Acme").await;
+    install(&daemon, &token).await;
+    let dm = |event_id: &str, user: &str, text: &str, ts: &str| {
+        json!({"team_id": TEAM, "event_id": event_id, "type": "event_callback",
+               "event": {"type": "message", "channel_type": "im", "channel": "D0DM", "user": user,
+                         "text": text, "ts": ts}})
+    };
+    // The bot's own reply comes back as a message event: it must not answer itself.
+    assert_eq!(
+        post_event(
+            &daemon,
+            &dm("Ev0701", fake_slack::BOT_USER, "I am switchboard", "7.1")
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post_event(&daemon, &dm("Ev0702", "U0HUMAN", "integrations", "7.2")).await,
+        200
+    );
+    until("answered", || async {
+        !slack.state.posted.lock().unwrap().is_empty()
+    })
+    .await;
+    until("both processed", || async {
+        events(&daemon, "status=done").await.len() == 2
+    })
+    .await;
+    let posted = slack.state.posted.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(posted[0]["channel"], "D0DM");
+    assert_eq!(posted[0]["thread_ts"], "7.2");
+    assert!(
+        posted[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("slack T0001: active"),
+        "{posted:?}"
+    );
+    daemon.stop().await;
+}
