@@ -410,3 +410,56 @@ async fn sqlite_gets_wal_and_foreign_keys() {
     let wal = db.sqlite_path.as_ref().unwrap().with_extension("db-wal");
     assert!(wal.exists(), "WAL journal at {}", wal.display());
 }
+
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_stored_after_its_integration_was_revoked_is_dead_not_pending(
+    #[case] backend: Db,
+) {
+    use switchboard::store::events::{self, NewEvent};
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let org = organizations::create(&db.store, "Acme").await.unwrap();
+    let live = integrations::create(&db.store, new_integration(&org.id, "github"), vec![])
+        .await
+        .unwrap();
+    let gone = integrations::create(&db.store, new_integration(&org.id, "slack"), vec![])
+        .await
+        .unwrap();
+    integrations::revoke(&db.store, &org.id, &gone.id)
+        .await
+        .unwrap();
+    // Ingress looked the integration up just before it was revoked.
+    let event = |integration: &str, delivery: &str| NewEvent {
+        organization_id: Some(org.id.clone()),
+        integration_id: Some(integration.to_string()),
+        connector_type: "github".into(),
+        event_type: "push".into(),
+        delivery_id: delivery.into(),
+        payload: "{}".into(),
+        occurred_at: None,
+    };
+    events::insert_batch(
+        &db.store,
+        vec![event(&live.id, "d-live"), event(&gone.id, "d-gone")],
+    )
+    .await
+    .unwrap();
+    let pending = events::list(&db.store, Some(events::PENDING), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].delivery_id, "d-live");
+    let dead = events::list(&db.store, Some(events::DEAD), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].delivery_id, "d-gone");
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("the integration was revoked")
+    );
+}

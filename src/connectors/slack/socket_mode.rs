@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -40,6 +40,8 @@ use crate::store::events::{self as stored_events, NewEvent};
 use crate::store::integrations;
 
 pub const ACTOR: &str = "slack:socket";
+/// How long a workspace's integration is remembered by the client.
+const TEAM_FOR: Duration = Duration::from_secs(5);
 /// Slack wants an acknowledgement within 3 seconds; storing gets most of that.
 const STORE_WITHIN: Duration = Duration::from_millis(2500);
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
@@ -105,6 +107,7 @@ impl Actor for SocketModeActor {
             context,
             progress: Arc::clone(&progress),
             counters: Arc::clone(&counters),
+            teams: Arc::default(),
         };
         Ok(SocketState {
             client: tokio::spawn(client.run()),
@@ -173,6 +176,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The organization and integration a workspace is bound to.
 type Owner = (String, String);
+/// A workspace's owner (or none) and when that was looked up.
+type KnownTeam = (Option<Owner>, Instant);
 
 /// What a connection tells the client that manages it.
 enum Signal {
@@ -197,6 +202,8 @@ struct Client {
     context: ConnectorContext,
     progress: Arc<Mutex<Progress>>,
     counters: Arc<Counters>,
+    /// Workspaces' integrations, by team id.
+    teams: Arc<Mutex<HashMap<String, KnownTeam>>>,
 }
 
 impl Client {
@@ -524,15 +531,22 @@ impl Client {
         }
     }
 
-    /// The organization and integration a workspace is bound to, looked up for every
-    /// envelope (one indexed read) so that a revocation takes effect at once.
+    /// The organization and integration a workspace is bound to, remembered for
+    /// `TEAM_FOR` (a read per envelope costs the acknowledgement's tail on
+    /// PostgreSQL). An event routed to an integration revoked meanwhile is marked
+    /// dead by the inbox's own transaction.
     async fn integration_of(&self, team_id: &str) -> Result<Option<Owner>, String> {
-        Ok(
-            integrations::find_by_account(&self.context.store, NAME, team_id)
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|i| (i.organization_id, i.id)),
-        )
+        if let Some((owner, at)) = lock(&self.teams).get(team_id)
+            && at.elapsed() < TEAM_FOR
+        {
+            return Ok(owner.clone());
+        }
+        let found = integrations::find_by_account(&self.context.store, NAME, team_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|i| (i.organization_id, i.id));
+        lock(&self.teams).insert(team_id.to_string(), (found.clone(), Instant::now()));
+        Ok(found)
     }
 }
 
