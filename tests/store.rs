@@ -415,9 +415,7 @@ async fn sqlite_gets_wal_and_foreign_keys() {
 #[case::sqlite(Db::Sqlite)]
 #[case::postgres(Db::Postgres)]
 #[tokio::test(flavor = "multi_thread")]
-async fn an_event_stored_after_its_integration_was_revoked_is_dead_not_pending(
-    #[case] backend: Db,
-) {
+async fn an_event_stored_after_its_integration_was_revoked_is_swept_to_dead(#[case] backend: Db) {
     use switchboard::store::events::{self, NewEvent};
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -448,6 +446,8 @@ async fn an_event_stored_after_its_integration_was_revoked_is_dead_not_pending(
     )
     .await
     .unwrap();
+    // The inbox's sweep.
+    assert_eq!(events::bury_revoked(&db.store).await.unwrap(), 1);
     let pending = events::list(&db.store, Some(events::PENDING), None, 10)
         .await
         .unwrap();

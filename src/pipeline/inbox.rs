@@ -33,8 +33,14 @@ pub struct InboxArgs {
 pub enum InboxMsg {
     Store(NewEvent, RpcReplyPort<Result<Stored, String>>),
     Flush,
+    /// Bury events routed to an integration revoked meanwhile (see [`SWEEP_EVERY`]).
+    Sweep,
     Observe(RpcReplyPort<HealthReport>),
 }
+
+/// How often the inbox looks for pending events of revoked integrations: an event
+/// that raced a revocation waits at most this long before it is `dead`.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 switchboard_actors::observable!(InboxMsg::Observe);
 
@@ -113,6 +119,15 @@ impl Actor for InboxActor {
         })
     }
 
+    async fn post_start(
+        &self,
+        myself: ActorRef<InboxMsg>,
+        _: &mut InboxState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.send_interval(SWEEP_EVERY, || InboxMsg::Sweep);
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<InboxMsg>,
@@ -135,6 +150,24 @@ impl Actor for InboxActor {
                 }
             }
             InboxMsg::Flush => Box::pin(state.flush()).await,
+            InboxMsg::Sweep => {
+                // Off the actor: batches keep flowing while it runs.
+                let store = state.args.store.clone();
+                tokio::spawn(async move {
+                    match events::bury_revoked(&store).await {
+                        Ok(0) => {}
+                        Ok(buried) => {
+                            warn!(
+                                events = buried,
+                                "events of revoked integrations are now dead"
+                            )
+                        }
+                        Err(error) => {
+                            warn!(error = %error, "revoked integrations' events not swept")
+                        }
+                    }
+                });
+            }
             InboxMsg::Observe(reply) => {
                 let mut report = HealthReport::new(INBOX, "inbox", Status::Running)
                     .with_detail("batches", state.batches)

@@ -70,49 +70,6 @@ macro_rules! existing_id {
     };
 }
 
-/// Integration ids that are revoked (a subquery).
-type RevokedIds = diesel::dsl::Select<
-    diesel::dsl::Filter<
-        super::schema::integrations::table,
-        diesel::dsl::Eq<super::schema::integrations::status, &'static str>,
-    >,
-    diesel::dsl::Nullable<super::schema::integrations::id>,
->;
-/// Events of a batch whose integration is revoked.
-type RevokedInBatch<'a> = diesel::dsl::Filter<
-    diesel::dsl::Filter<events::table, diesel::dsl::EqAny<events::id, Vec<&'a str>>>,
-    diesel::dsl::EqAny<events::integration_id, RevokedIds>,
->;
-type BuryRevoked<'a> = diesel::dsl::Update<
-    RevokedInBatch<'a>,
-    (
-        diesel::dsl::Eq<events::status, &'static str>,
-        diesel::dsl::Eq<events::last_error, &'static str>,
-    ),
->;
-
-/// The statement that marks `dead` the rows of a batch whose integration was revoked
-/// meanwhile (ingress looked it up just before): run in the batch's own transaction,
-/// so that an event racing a revocation is never left pending for an integration that
-/// nobody processes.
-fn bury_revoked(rows: &[Event]) -> BuryRevoked<'_> {
-    use super::schema::integrations;
-    let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
-    diesel::update(
-        events::table.filter(events::id.eq_any(ids)).filter(
-            events::integration_id.eq_any(
-                integrations::table
-                    .filter(integrations::status.eq(super::integrations::STATUS_REVOKED))
-                    .select(integrations::id.nullable()),
-            ),
-        ),
-    )
-    .set((
-        events::status.eq(DEAD),
-        events::last_error.eq("the integration was revoked"),
-    ))
-}
-
 /// Stores a batch of events in one transaction (group commit); duplicates of stored
 /// events (same connector and delivery id) are skipped and reported as such.
 pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Stored>, StoreError> {
@@ -164,7 +121,6 @@ pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Sto
                         });
                     }
                 }
-                bury_revoked(&rows).execute(conn).await?;
                 Ok(stored)
             })
             .await;
@@ -204,7 +160,6 @@ pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Sto
                         id,
                     });
                 }
-                Sync::execute(bury_revoked(&rows), conn)?;
                 Ok(stored)
             })
         })
@@ -284,6 +239,30 @@ pub async fn bury_unrouted(store: &Store, stored: &Stored, reason: &str) {
     if let Err(error) = mark_failed(store, &stored.id, 0, reason, None).await {
         tracing::warn!(event_id = %stored.id, error = %error, "unrouted event left pending");
     }
+}
+
+/// Sends to `dead` the pending events of revoked integrations: events that ingress
+/// routed just before a revocation and stored just after its own sweep. The inbox runs
+/// this every few seconds, off the ingest path. How many it buried.
+pub async fn bury_revoked(store: &Store) -> Result<usize, StoreError> {
+    use super::schema::integrations;
+    let revoked = integrations::table
+        .filter(integrations::status.eq(super::integrations::STATUS_REVOKED))
+        .select(integrations::id.nullable());
+    let buried = with_conn!(store, |conn| {
+        diesel::update(
+            events::table
+                .filter(events::status.eq(PENDING))
+                .filter(events::integration_id.eq_any(revoked)),
+        )
+        .set((
+            events::status.eq(DEAD),
+            events::last_error.eq("the integration was revoked"),
+        ))
+        .execute(conn)
+        .await
+    })?;
+    Ok(buried)
 }
 
 /// Sends every pending event of an integration to `dead` with `reason` (it is gone).

@@ -534,7 +534,7 @@ impl Client {
     /// The organization and integration a workspace is bound to, remembered for
     /// `TEAM_FOR` (a read per envelope costs the acknowledgement's tail on
     /// PostgreSQL). An event routed to an integration revoked meanwhile is marked
-    /// dead by the inbox's own transaction.
+    /// dead by the inbox's sweep.
     async fn integration_of(&self, team_id: &str) -> Result<Option<Owner>, String> {
         if let Some((owner, at)) = lock(&self.teams).get(team_id)
             && at.elapsed() < TEAM_FOR
