@@ -6,7 +6,8 @@
 //! requests (each with its own webhook-id) from 64 connections; the figures are wrk's
 //! requests/s and latency percentiles, and the events found stored afterwards.
 //!
-//! Run: `cargo bench --bench ingest [-- SECONDS]` (needs `wrk` on the PATH).
+//! Run: `cargo bench --bench ingest [-- SECONDS] [ceiling] [sqlite] [postgres]` (needs
+//! `wrk` on the PATH); naming runs limits the bench to them, for profiling one.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -25,34 +26,47 @@ use switchboard::{Daemon, Shutdown};
 const CONNECTIONS: usize = 64;
 
 fn main() {
-    let seconds: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10);
+    let named: Vec<&str> = ["ceiling", "sqlite", "postgres"]
+        .into_iter()
+        .filter(|run| args.iter().any(|a| a == run))
+        .collect();
+    let runs = move |run: &str| named.is_empty() || named.contains(&run);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
         switchboard::install_crypto_provider();
-        let ceiling = run_ceiling(seconds).await;
-        println!("ceiling (axum, 200, nothing stored): {ceiling}");
+        if runs("ceiling") {
+            let ceiling = run_ceiling(seconds).await;
+            println!("ceiling (axum, 200, nothing stored): {ceiling}");
+        }
         let dir = tempfile::tempdir().expect("temp dir");
-        let sqlite = format!("sqlite://{}/ingest.db", dir.path().display());
-        run_daemon("sqlite", &sqlite, seconds).await;
-        if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
-            let name = format!("sb_ingest_{}", std::process::id());
-            admin(&server, &format!("CREATE DATABASE {name}")).await;
-            let url = format!(
-                "{}/{name}",
-                server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b)
-            );
-            run_daemon("postgres", &url, seconds).await;
-            admin(&server, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
-        } else {
-            println!("postgres: skipped (TEST_DATABASE_URL not set)");
+        if runs("sqlite") {
+            let sqlite = format!("sqlite://{}/ingest.db", dir.path().display());
+            run_daemon("sqlite", &sqlite, seconds).await;
+        }
+        if runs("postgres") {
+            match std::env::var("TEST_DATABASE_URL") {
+                Ok(server) => run_postgres(&server, seconds).await,
+                Err(_) => println!("postgres: skipped (TEST_DATABASE_URL not set)"),
+            }
         }
     });
+}
+
+/// Runs the daemon on a database of its own on `server`, dropped afterwards.
+async fn run_postgres(server: &str, seconds: u64) {
+    let name = format!("sb_ingest_{}", std::process::id());
+    admin(server, &format!("CREATE DATABASE {name}")).await;
+    let url = format!(
+        "{}/{name}",
+        server.rsplit_once('/').map_or(server, |(b, _)| b)
+    );
+    run_daemon("postgres", &url, seconds).await;
+    admin(server, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
 }
 
 async fn admin(server: &str, sql: &str) {
