@@ -25,7 +25,9 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::SqliteConnection;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures::FutureExt;
@@ -174,7 +176,15 @@ impl Store {
         let max_size = config.max_connections as usize;
         match url.split_once("://") {
             Some(("postgres" | "postgresql", _)) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                // No test query on every checkout (a round trip per query): a connection
+                // known to be broken is still discarded then, and one that broke unseen
+                // fails its query, which the callers treat as the store being down.
+                let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+                manager_config.recycling_method = RecyclingMethod::Fast;
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    url,
+                    manager_config,
+                );
                 let pool = Pool::builder(manager)
                     .max_size(max_size)
                     .timeouts(timeouts)
@@ -195,6 +205,9 @@ impl Store {
                 }
                 let busy = config.busy_timeout;
                 let mut manager_config = ManagerConfig::<SqliteAsync>::default();
+                // A local file does not go away: no test query on every checkout (it
+                // is a round trip through a blocking thread).
+                manager_config.recycling_method = RecyclingMethod::Fast;
                 manager_config.custom_setup =
                     Box::new(move |path| open_sqlite_async(path.to_string(), busy).boxed());
                 let manager = AsyncDieselConnectionManager::<SqliteAsync>::new_with_config(
