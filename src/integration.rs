@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::connectors::{Connector, ConnectorError, CredentialValue, Credentials, EventEffect};
-use crate::pipeline::{Envelope, Pipeline};
+use crate::pipeline::{Envelope, Pipeline, inbox};
 use crate::secret::Secret;
 use crate::store::events;
 use crate::store::integrations::{
@@ -438,6 +438,7 @@ impl IntegrationState {
     /// out of attempts, the event is `dead` and the next one goes.
     async fn process_next_event(&mut self, myself: &ActorRef<IntegrationMsg>) {
         const BATCH: i64 = 128;
+        const DONE_TIMEOUT: Duration = Duration::from_secs(10);
         let Some(pipeline) = self.services.pipeline.clone() else {
             return;
         };
@@ -480,20 +481,30 @@ impl IntegrationState {
                 wait = Some(left);
                 break;
             }
-            let envelope = Envelope::from_event(&event);
-            let handled = match &credentials {
-                Some(credentials) => {
-                    self.call_provider(connector.handle_event(credentials, &envelope))
+            // Built only for a handler or a route: most of its cost is the payload's
+            // parse, and a generic webhook no route takes needs neither.
+            let routed = pipeline.routes.wants(
+                event.organization_id.as_deref(),
+                &event.connector_type,
+                &event.event_type,
+            );
+            let envelope = (credentials.is_some() || routed).then(|| Envelope::from_event(&event));
+            let handled = match (&credentials, &envelope) {
+                (Some(credentials), Some(envelope)) => {
+                    self.call_provider(connector.handle_event(credentials, envelope))
                         .await
                 }
-                None => Ok(EventEffect::None),
+                _ => Ok(EventEffect::None),
             };
-            let outcome = match handled {
-                Ok(effect) => match pipeline.routes.dispatch(&envelope).await {
-                    Ok(_) => Ok(effect),
-                    Err(error) => Err(error),
-                },
-                Err(error) => {
+            let outcome = match (handled, &envelope) {
+                (Ok(effect), Some(envelope)) if routed => {
+                    match pipeline.routes.dispatch(envelope).await {
+                        Ok(_) => Ok(effect),
+                        Err(error) => Err(error),
+                    }
+                }
+                (Ok(effect), _) => Ok(effect),
+                (Err(error), _) => {
                     if let CallError::Failed(ConnectorError::Unauthorized(reason)) = &error {
                         self.credentials_rejected(myself, reason).await;
                     }
@@ -540,7 +551,9 @@ impl IntegrationState {
             wait = Some(delay);
             break;
         }
-        if let Err(error) = events::mark_done_all(&pipeline.store, &done).await {
+        if let Err(error) =
+            inbox::record_done(&pipeline.registry, &pipeline.store, done, DONE_TIMEOUT).await
+        {
             // Not recorded: they stay pending and are processed again (at least once).
             warn!(integration_id = %self.integration.id, error = %error, "processed events not recorded");
             self.schedule_events(myself, pipeline.retry.delay(1));

@@ -25,10 +25,10 @@ use crate::connectors::{self, Connector, ConnectorSet};
 use crate::integration::{
     self, IntegrationArgs, IntegrationMsg, IntegrationServices, VaultCredentials,
 };
-use crate::pipeline::Pipeline;
 use crate::pipeline::inbox::{INBOX, InboxActor, InboxArgs, InboxMsg};
 use crate::pipeline::metrics::PipelineMetrics;
 use crate::pipeline::routes::Routes;
+use crate::pipeline::{Consumers, Pipeline};
 use crate::store::Store;
 use crate::store::events;
 use crate::store::integrations::{self as integration_rows, Integration};
@@ -186,18 +186,6 @@ impl ActorTree {
         );
 
         let metrics = Arc::new(PipelineMetrics::default());
-        let inbox = InboxArgs {
-            store: services.store.clone(),
-            max_batch: config.pipeline.max_batch,
-            batch_delay: config.pipeline.batch_delay,
-            registry: registry.clone(),
-            metrics: Arc::clone(&metrics),
-        };
-        root = root.child(
-            ChildSpec::actor(INBOX, "inbox", move || (InboxActor, inbox.clone()))
-                .observed_with::<InboxMsg>()
-                .shutdown(supervision.shutdown_timeout),
-        );
         let mut routes = Routes::new(
             &config.routes,
             &config.circuit_breaker,
@@ -215,9 +203,32 @@ impl ActorTree {
                 connectors: services.connectors.clone(),
             }));
         }
+        let routes = Arc::new(routes);
+        let inbox = InboxArgs {
+            store: services.store.clone(),
+            max_batch: config.pipeline.max_batch,
+            batch_delay: config.pipeline.batch_delay,
+            registry: registry.clone(),
+            metrics: Arc::clone(&metrics),
+            consumers: Arc::new(Consumers {
+                handlers: services
+                    .connectors
+                    .iter()
+                    .filter(|c| c.handles_events())
+                    .map(|c| c.name().to_string())
+                    .collect(),
+                routes: Arc::clone(&routes),
+            }),
+        };
+        root = root.child(
+            ChildSpec::actor(INBOX, "inbox", move || (InboxActor, inbox.clone()))
+                .observed_with::<InboxMsg>()
+                .shutdown(supervision.shutdown_timeout),
+        );
         let pipeline = Arc::new(Pipeline {
             store: services.store.clone(),
-            routes: Arc::new(routes),
+            registry: registry.clone(),
+            routes,
             retry: switchboard_actors::Backoff::new(
                 config.pipeline.retry_base,
                 config.pipeline.retry_cap,

@@ -175,6 +175,13 @@ async fn webhooks_are_stored_once_processed_in_order_and_forwarded_signed(#[case
     )
     .await;
     assert_eq!(status, 200);
+    // No route takes it and generic webhooks have no handler: with nothing left to do,
+    // it is `done` by the time it is acknowledged, without waiting in the queue.
+    let settled = events_of(&setup, "done").await;
+    assert!(
+        settled.iter().any(|e| e["delivery_id"] == "msg_user"),
+        "{settled:?}"
+    );
 
     let done = wait_for(&setup, "done", 41).await;
     assert_eq!(done.len(), 41, "stored once each");
@@ -240,6 +247,10 @@ async fn webhooks_are_stored_once_processed_in_order_and_forwarded_signed(#[case
     assert!(
         metrics.contains("switchboard_events_duplicate_total 1"),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_events_processed_total 41"),
+        "forwarded and settled events both count as processed: {metrics}"
     );
     setup.daemon.stop().await;
 }

@@ -4,6 +4,12 @@
 //! Requests that arrive while a transaction is being written queue in the mailbox; the
 //! next flush writes all of them in one transaction (up to `max_batch`), so that the
 //! write rate grows with concurrency instead of being capped by one commit per event.
+//!
+//! It is also the one writer of processing results on the hot path: integration actors
+//! hand it the ids of the events they processed ([`record_done`]) and the next flush
+//! marks them `done` in the same transaction as the new events. One writer means one
+//! commit for both, and on SQLite no connection ever waits in the busy handler (which
+//! sleeps a millisecond or more) for another one's write lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use switchboard_actors::{HealthReport, Registry, Status};
 use tracing::warn;
 
+use super::Consumers;
 use super::metrics::PipelineMetrics;
 use crate::integration::{self, IntegrationMsg};
 use crate::store::Store;
@@ -28,10 +35,14 @@ pub struct InboxArgs {
     /// Where the integration actors to wake are found.
     pub registry: Registry,
     pub metrics: Arc<PipelineMetrics>,
+    /// Whether an event has anything to process it (or is stored `done` at once).
+    pub consumers: Arc<Consumers>,
 }
 
 pub enum InboxMsg {
     Store(NewEvent, RpcReplyPort<Result<Stored, String>>),
+    /// These events were processed: mark them `done` (answered once committed).
+    Done(Vec<String>, DoneReply),
     Flush,
     /// Bury events routed to an integration revoked meanwhile (see [`SWEEP_EVERY`]).
     Sweep,
@@ -46,9 +57,15 @@ switchboard_actors::observable!(InboxMsg::Observe);
 
 pub struct InboxActor;
 
+/// Answers a [`InboxMsg::Done`] once its events are recorded.
+type DoneReply = RpcReplyPort<Result<(), String>>;
+
 pub struct InboxState {
     args: InboxArgs,
     pending: Vec<(NewEvent, RpcReplyPort<Result<Stored, String>>)>,
+    done: Vec<(Vec<String>, DoneReply)>,
+    /// How many ids `done` holds (bounded like the events, by `max_batch`).
+    done_ids: usize,
     flush_queued: bool,
     batches: u64,
     stored: u64,
@@ -56,25 +73,60 @@ pub struct InboxState {
 }
 
 impl InboxState {
+    /// Writes the batch now if it is full, or else makes sure a flush is coming.
+    async fn flush_soon(&mut self, myself: &ActorRef<InboxMsg>) -> Result<(), ActorProcessingErr> {
+        if self.pending.len() >= self.args.max_batch || self.done_ids >= self.args.max_batch {
+            Box::pin(self.flush()).await;
+        } else if !self.flush_queued {
+            // Every request queued meanwhile joins this batch.
+            self.flush_queued = true;
+            if self.args.batch_delay.is_zero() {
+                myself.send_message(InboxMsg::Flush)?;
+            } else {
+                myself.send_after(self.args.batch_delay, || InboxMsg::Flush);
+            }
+        }
+        Ok(())
+    }
+
     async fn flush(&mut self) {
         self.flush_queued = false;
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.done.is_empty() {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
         let (batch, replies): (Vec<NewEvent>, Vec<_>) = pending.into_iter().unzip();
-        let owners: Vec<Option<String>> = batch.iter().map(|e| e.integration_id.clone()).collect();
-        match events::insert_batch(&self.args.store, batch).await {
+        // Each event's integration, to wake it; `None` for an event nothing processes
+        // (stored done) and for one nobody owns (ingress buries it).
+        let consumers = &self.args.consumers;
+        let settled: Vec<bool> = batch.iter().map(|e| !consumers.wanted(e)).collect();
+        let owners: Vec<Option<String>> = batch
+            .iter()
+            .zip(&settled)
+            .map(|(e, settled)| e.integration_id.clone().filter(|_| !settled))
+            .collect();
+        let (done, done_replies): (Vec<Vec<String>>, Vec<_>) =
+            std::mem::take(&mut self.done).into_iter().unzip();
+        self.done_ids = 0;
+        let done: Vec<String> = done.into_iter().flatten().collect();
+        match events::write_batch(&self.args.store, batch, &settled, done).await {
             Ok(stored) => {
                 self.batches += 1;
                 self.last_error = None;
+                for reply in done_replies {
+                    let _ = reply.send(Ok(()));
+                }
                 let mut woken = std::collections::HashSet::new();
-                for ((result, reply), owner) in stored.into_iter().zip(replies).zip(owners) {
+                let outcomes = stored.into_iter().zip(replies).zip(owners).zip(settled);
+                for (((result, reply), owner), settled) in outcomes {
                     if result.duplicate {
                         self.args.metrics.duplicates.inc();
                     } else {
                         self.stored += 1;
                         self.args.metrics.received.inc();
+                        if settled {
+                            self.args.metrics.processed.inc();
+                        }
                         if let Some(owner) = owner
                             && woken.insert(owner.clone())
                             && let Some(actor) = self
@@ -92,6 +144,9 @@ impl InboxState {
                 warn!(error = %error, events = replies.len(), "inbox write failed: nothing acknowledged");
                 self.last_error = Some(error.to_string());
                 for reply in replies {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+                for reply in done_replies {
                     let _ = reply.send(Err(error.to_string()));
                 }
             }
@@ -112,6 +167,8 @@ impl Actor for InboxActor {
         Ok(InboxState {
             args,
             pending: Vec::new(),
+            done: Vec::new(),
+            done_ids: 0,
             flush_queued: false,
             batches: 0,
             stored: 0,
@@ -137,17 +194,12 @@ impl Actor for InboxActor {
         match message {
             InboxMsg::Store(event, reply) => {
                 state.pending.push((event, reply));
-                if state.pending.len() >= state.args.max_batch {
-                    Box::pin(state.flush()).await;
-                } else if !state.flush_queued {
-                    // Every request queued meanwhile joins this batch.
-                    state.flush_queued = true;
-                    if state.args.batch_delay.is_zero() {
-                        myself.send_message(InboxMsg::Flush)?;
-                    } else {
-                        myself.send_after(state.args.batch_delay, || InboxMsg::Flush);
-                    }
-                }
+                state.flush_soon(&myself).await?;
+            }
+            InboxMsg::Done(ids, reply) => {
+                state.done_ids += ids.len();
+                state.done.push((ids, reply));
+                state.flush_soon(&myself).await?;
             }
             InboxMsg::Flush => Box::pin(state.flush()).await,
             InboxMsg::Sweep => {
@@ -178,6 +230,33 @@ impl Actor for InboxActor {
             }
         }
         Ok(())
+    }
+}
+
+/// Records processed events as `done` through the inbox actor's next group commit;
+/// writes them directly when the inbox is not running. `Err`: not recorded (they stay
+/// pending and are processed again: at least once).
+pub async fn record_done(
+    registry: &Registry,
+    store: &Store,
+    ids: Vec<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let Some(actor) = registry.lookup::<InboxMsg>(INBOX) else {
+        return events::mark_done_all(store, &ids)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    match actor
+        .call(|reply| InboxMsg::Done(ids, reply), Some(timeout))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(ractor::rpc::CallResult::Timeout) => Err("the inbox did not answer in time".to_string()),
+        _ => Err("the inbox is restarting".to_string()),
     }
 }
 

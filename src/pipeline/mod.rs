@@ -31,7 +31,9 @@ pub struct PipelineConfig {
     pub max_body_bytes: usize,
     /// Most events written in one inbox transaction.
     pub max_batch: usize,
-    /// How long the inbox lets a batch gather before writing it (group commit).
+    /// How long the inbox lets a batch gather before writing it (group commit). None
+    /// by default: a batch is what queued while the previous one was being written,
+    /// which under load is everything in flight and costs an idle daemon no latency.
     #[serde(with = "humantime_serde")]
     pub batch_delay: Duration,
     #[serde(with = "humantime_serde")]
@@ -47,7 +49,7 @@ impl Default for PipelineConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             max_batch: 256,
-            batch_delay: Duration::from_millis(1),
+            batch_delay: Duration::ZERO,
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(300),
             max_attempts: 8,
@@ -88,9 +90,34 @@ impl Envelope {
     }
 }
 
+/// Who processes events: connectors with a handler of their own, and the routes. An
+/// event neither takes (a generic webhook no route matches) has nothing to wait for:
+/// the inbox stores it `done` at once instead of queueing it for its integration.
+pub struct Consumers {
+    /// Connectors whose [`Connector::handles_events`](crate::connectors::Connector::handles_events).
+    pub handlers: std::collections::HashSet<String>,
+    pub routes: Arc<routes::Routes>,
+}
+
+impl Consumers {
+    /// Whether anything processes this event. One that no integration owns stays in the
+    /// queue for ingress to bury with its reason.
+    pub fn wanted(&self, event: &crate::store::events::NewEvent) -> bool {
+        event.integration_id.is_none()
+            || self.handlers.contains(&event.connector_type)
+            || self.routes.wants(
+                event.organization_id.as_deref(),
+                &event.connector_type,
+                &event.event_type,
+            )
+    }
+}
+
 /// What the integration actors need to process events.
 pub struct Pipeline {
     pub store: Store,
+    /// Where the inbox is found (it records processed events).
+    pub registry: switchboard_actors::Registry,
     pub routes: Arc<routes::Routes>,
     pub retry: Backoff,
     pub max_attempts: u32,

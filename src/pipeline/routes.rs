@@ -103,6 +103,15 @@ struct Route {
     breaker: Mutex<CircuitBreaker>,
 }
 
+impl Route {
+    /// Whether this route takes events of this organization, connector and type.
+    fn takes(&self, organization_id: Option<&str>, connector: &str, event_type: &str) -> bool {
+        organization_id == Some(self.config.organization_id.as_str())
+            && connector == self.config.connector
+            && self.pattern.matches(event_type)
+    }
+}
+
 pub struct Routes {
     routes: Vec<Route>,
     client: reqwest::Client,
@@ -135,15 +144,23 @@ impl Routes {
         self
     }
 
+    /// Whether any route takes events of this organization, connector and type (an
+    /// event no route takes is not even put in an envelope).
+    pub fn wants(&self, organization_id: Option<&str>, connector: &str, event_type: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|route| route.takes(organization_id, connector, event_type))
+    }
+
     /// Runs every route matching the event; the first failure fails the attempt.
     pub async fn dispatch(&self, envelope: &Envelope) -> Result<usize, String> {
         let mut dispatched = 0;
         for route in &self.routes {
-            let config = &route.config;
-            if envelope.organization_id.as_deref() != Some(config.organization_id.as_str())
-                || envelope.connector != config.connector
-                || !route.pattern.matches(&envelope.event_type)
-            {
+            if !route.takes(
+                envelope.organization_id.as_deref(),
+                &envelope.connector,
+                &envelope.event_type,
+            ) {
                 continue;
             }
             self.run(route, envelope).await?;

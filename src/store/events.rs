@@ -16,8 +16,21 @@ pub const PENDING: &str = "pending";
 pub const DONE: &str = "done";
 pub const DEAD: &str = "dead";
 
+/// `status = '<status>'` as a literal rather than a bound parameter, so that both
+/// planners can use the partial indexes (`events_pending`, `events_dead`). A status
+/// that is none of ours matches nothing.
+fn status_is(status: &str) -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    match [PENDING, DONE, DEAD]
+        .into_iter()
+        .find(|known| *known == status)
+    {
+        Some(known) => diesel::dsl::sql(&format!("events.status = '{known}'")),
+        None => diesel::dsl::sql("1 = 0"),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Queryable, Insertable, Serialize)]
-#[diesel(table_name = events)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
 pub struct Event {
     pub id: String,
     pub organization_id: Option<String>,
@@ -70,60 +83,108 @@ macro_rules! existing_id {
     };
 }
 
-/// Stores a batch of events in one transaction (group commit); duplicates of stored
-/// events (same connector and delivery id) are skipped and reported as such.
-pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Stored>, StoreError> {
+/// Inserts a batch in one statement (PostgreSQL); the ids of the rows it inserted.
+async fn insert_returning_ids(
+    conn: &mut diesel_async::AsyncPgConnection,
+    rows: &[Event],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if rows.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let inserted: Vec<String> = diesel::insert_into(events::table)
+        .values(rows)
+        .on_conflict((events::connector_type, events::delivery_id))
+        .do_nothing()
+        .returning(events::id)
+        .get_results(conn)
+        .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// The statement that records processed events (written once, expanded for each
+/// backend's connection type).
+macro_rules! mark_done {
+    ($ids:expr, $at:expr) => {
+        diesel::update(events::table.filter(events::id.eq_any($ids))).set((
+            events::status.eq(DONE),
+            events::processed_at.eq($at),
+            events::next_attempt_at.eq(None::<NaiveDateTime>),
+        ))
+    };
+}
+
+/// Most ids in one `UPDATE ... WHERE id IN (...)` (SQLite binds at most 32,766).
+const DONE_CHUNK: usize = 1000;
+
+/// One group commit of the inbox: stores `batch` (duplicates of stored events, same
+/// connector and delivery id, are skipped and reported as such) and marks `done` the
+/// events processed meanwhile, in a single transaction. The events `settled` marks
+/// (one flag per event; missing flags are `false`) have nothing to process them: they
+/// are stored `done` at once.
+pub async fn write_batch(
+    store: &Store,
+    batch: Vec<NewEvent>,
+    settled: &[bool],
+    done: Vec<String>,
+) -> Result<Vec<Stored>, StoreError> {
     let at = now();
     let rows: Vec<Event> = batch
         .into_iter()
-        .map(|new| Event {
-            id: new_ordered_id(),
-            organization_id: new.organization_id,
-            integration_id: new.integration_id,
-            connector_type: new.connector_type,
-            event_type: new.event_type,
-            delivery_id: new.delivery_id,
-            payload: new.payload,
-            received_at: at,
-            status: PENDING.to_string(),
-            attempts: 0,
-            next_attempt_at: None,
-            last_error: None,
-            processed_at: None,
-            occurred_at: new.occurred_at,
+        .enumerate()
+        .map(|(n, new)| {
+            let settled = settled.get(n).copied().unwrap_or(false);
+            Event {
+                id: new_ordered_id(),
+                organization_id: new.organization_id,
+                integration_id: new.integration_id,
+                connector_type: new.connector_type,
+                event_type: new.event_type,
+                delivery_id: new.delivery_id,
+                payload: new.payload,
+                received_at: at,
+                status: if settled { DONE } else { PENDING }.to_string(),
+                attempts: 0,
+                next_attempt_at: None,
+                last_error: None,
+                processed_at: settled.then_some(at),
+                occurred_at: new.occurred_at,
+            }
         })
         .collect();
     if let Store::Postgres { pool, .. } = store {
-        // One statement for the whole batch; the rows it did not return are duplicates.
         use diesel_async::AsyncConnection as _;
         let mut pooled = pool.get().await?;
-        return pooled
-            .transaction::<_, StoreError, _>(async |conn| {
-                let inserted: Vec<String> = diesel::insert_into(events::table)
-                    .values(&rows)
-                    .on_conflict((events::connector_type, events::delivery_id))
-                    .do_nothing()
-                    .returning(events::id)
-                    .get_results(conn)
-                    .await?;
-                let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-                let mut stored = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    if inserted.contains(&row.id) {
-                        stored.push(Stored {
-                            id: row.id.clone(),
-                            duplicate: false,
-                        });
-                    } else {
-                        stored.push(Stored {
-                            id: existing_id!(conn, row),
-                            duplicate: true,
-                        });
+        // Alone, the INSERT is its own transaction (no round trips for BEGIN and
+        // COMMIT); with processed events to record, both statements commit together.
+        let inserted = if done.is_empty() {
+            insert_returning_ids(&mut pooled, &rows).await?
+        } else {
+            pooled
+                .transaction::<_, StoreError, _>(async |conn| {
+                    let inserted = insert_returning_ids(conn, &rows).await?;
+                    for ids in done.chunks(DONE_CHUNK) {
+                        mark_done!(ids, at).execute(conn).await?;
                     }
-                }
-                Ok(stored)
-            })
-            .await;
+                    Ok(inserted)
+                })
+                .await?
+        };
+        // The rows the INSERT did not return are duplicates: committed, so read after.
+        let mut stored = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if inserted.contains(&row.id) {
+                stored.push(Stored {
+                    id: row.id.clone(),
+                    duplicate: false,
+                });
+            } else {
+                stored.push(Stored {
+                    id: existing_id!(&mut *pooled, row),
+                    duplicate: true,
+                });
+            }
+        }
+        return Ok(stored);
     }
     // SQLite: the whole batch in one blocking task on the connection's thread, with
     // diesel's synchronous API (one hop instead of one per statement).
@@ -160,6 +221,9 @@ pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Sto
                         id,
                     });
                 }
+                for ids in done.chunks(DONE_CHUNK) {
+                    Sync::execute(mark_done!(ids, at), conn)?;
+                }
                 Ok(stored)
             })
         })
@@ -167,21 +231,13 @@ pub async fn insert_batch(store: &Store, batch: Vec<NewEvent>) -> Result<Vec<Sto
     Ok(stored)
 }
 
-/// Marks a run of processed events done in one transaction.
+/// Marks a run of processed events done in one transaction (without the inbox: it
+/// records them in its own group commit when it runs).
 pub async fn mark_done_all(store: &Store, ids: &[String]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    with_conn!(store, |conn| {
-        diesel::update(events::table.filter(events::id.eq_any(ids)))
-            .set((
-                events::status.eq(DONE),
-                events::processed_at.eq(now()),
-                events::next_attempt_at.eq(None::<NaiveDateTime>),
-            ))
-            .execute(conn)
-            .await
-    })?;
+    write_batch(store, Vec::new(), &[], ids.to_vec()).await?;
     Ok(())
 }
 
@@ -194,7 +250,7 @@ pub async fn pending(
     let found = with_conn!(store, |conn| {
         events::table
             .filter(events::integration_id.eq(integration_id))
-            .filter(events::status.eq(PENDING))
+            .filter(status_is(PENDING))
             .order((events::received_at, events::id))
             .limit(limit)
             .load::<Event>(conn)
@@ -252,7 +308,7 @@ pub async fn bury_revoked(store: &Store) -> Result<usize, StoreError> {
     let buried = with_conn!(store, |conn| {
         diesel::update(
             events::table
-                .filter(events::status.eq(PENDING))
+                .filter(status_is(PENDING))
                 .filter(events::integration_id.eq_any(revoked)),
         )
         .set((
@@ -275,7 +331,7 @@ pub async fn bury_pending(
         diesel::update(
             events::table
                 .filter(events::integration_id.eq(integration_id))
-                .filter(events::status.eq(PENDING)),
+                .filter(status_is(PENDING)),
         )
         .set((events::status.eq(DEAD), events::last_error.eq(reason)))
         .execute(conn)
@@ -294,7 +350,7 @@ pub async fn list(
     let found = with_conn!(store, |conn| {
         let mut query = events::table.into_boxed();
         if let Some(status) = status {
-            query = query.filter(events::status.eq(status));
+            query = query.filter(status_is(status));
         }
         if let Some(integration_id) = integration_id {
             query = query.filter(events::integration_id.eq(integration_id));
@@ -338,7 +394,7 @@ pub async fn bury_orphans(store: &Store, connector_type: &str) -> Result<usize, 
         diesel::update(
             events::table
                 .filter(events::connector_type.eq(connector_type))
-                .filter(events::status.eq(PENDING))
+                .filter(status_is(PENDING))
                 .filter(diesel::dsl::not(events::integration_id.eq_any(live))),
         )
         .set((
