@@ -250,14 +250,7 @@ pub async fn record_done(
             .await
             .map_err(|e| e.to_string());
     };
-    match actor
-        .call(|reply| InboxMsg::Done(ids, reply), Some(timeout))
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(result)) => result,
-        Ok(ractor::rpc::CallResult::Timeout) => Err("the inbox did not answer in time".to_string()),
-        _ => Err("the inbox is restarting".to_string()),
-    }
+    ask(&actor, |reply| InboxMsg::Done(ids, reply), timeout).await
 }
 
 /// Stores one event durably through the inbox actor; `Err` means nothing was stored
@@ -270,10 +263,16 @@ pub async fn store(
     let actor = registry
         .lookup::<InboxMsg>(INBOX)
         .ok_or_else(|| "the inbox is not running".to_string())?;
-    match actor
-        .call(|reply| InboxMsg::Store(event, reply), Some(timeout))
-        .await
-    {
+    ask(&actor, |reply| InboxMsg::Store(event, reply), timeout).await
+}
+
+/// One request to the inbox and its answer; a timeout or a restarting inbox is an `Err`.
+async fn ask<T: Send + 'static>(
+    actor: &ActorRef<InboxMsg>,
+    message: impl FnOnce(RpcReplyPort<Result<T, String>>) -> InboxMsg,
+    timeout: Duration,
+) -> Result<T, String> {
+    match actor.call(message, Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(result)) => result,
         Ok(ractor::rpc::CallResult::Timeout) => Err("the inbox did not answer in time".to_string()),
         _ => Err("the inbox is restarting".to_string()),
