@@ -496,15 +496,12 @@ impl IntegrationState {
                 }
                 _ => Ok(EventEffect::None),
             };
-            let outcome = match (handled, &envelope) {
-                (Ok(effect), Some(envelope)) if routed => {
-                    match pipeline.routes.dispatch(envelope).await {
-                        Ok(_) => Ok(effect),
-                        Err(error) => Err(error),
-                    }
-                }
-                (Ok(effect), _) => Ok(effect),
-                (Err(error), _) => {
+            let outcome = match handled {
+                Ok(effect) => match envelope.as_ref().filter(|_| routed) {
+                    Some(envelope) => pipeline.routes.dispatch(envelope).await.map(|_| effect),
+                    None => Ok(effect),
+                },
+                Err(error) => {
                     if let CallError::Failed(ConnectorError::Unauthorized(reason)) = &error {
                         self.credentials_rejected(myself, reason).await;
                     }
