@@ -64,8 +64,6 @@ pub struct InboxState {
     args: InboxArgs,
     pending: Vec<(NewEvent, RpcReplyPort<Result<Stored, String>>)>,
     done: Vec<(Vec<String>, DoneReply)>,
-    /// How many ids `done` holds (bounded like the events, by `max_batch`).
-    done_ids: usize,
     flush_queued: bool,
     batches: u64,
     stored: u64,
@@ -73,9 +71,13 @@ pub struct InboxState {
 }
 
 impl InboxState {
-    /// Writes the batch now if it is full, or else makes sure a flush is coming.
-    async fn flush_soon(&mut self, myself: &ActorRef<InboxMsg>) -> Result<(), ActorProcessingErr> {
-        if self.pending.len() >= self.args.max_batch || self.done_ids >= self.args.max_batch {
+    /// Writes the batch now if it is `full`, or else makes sure a flush is coming.
+    async fn flush_soon(
+        &mut self,
+        myself: &ActorRef<InboxMsg>,
+        full: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        if full {
             Box::pin(self.flush()).await;
         } else if !self.flush_queued {
             // Every request queued meanwhile joins this batch.
@@ -107,7 +109,6 @@ impl InboxState {
             .collect();
         let (done, done_replies): (Vec<Vec<String>>, Vec<_>) =
             std::mem::take(&mut self.done).into_iter().unzip();
-        self.done_ids = 0;
         let done: Vec<String> = done.into_iter().flatten().collect();
         match events::write_batch(&self.args.store, batch, &settled, done).await {
             Ok(stored) => {
@@ -168,7 +169,6 @@ impl Actor for InboxActor {
             args,
             pending: Vec::new(),
             done: Vec::new(),
-            done_ids: 0,
             flush_queued: false,
             batches: 0,
             stored: 0,
@@ -194,12 +194,15 @@ impl Actor for InboxActor {
         match message {
             InboxMsg::Store(event, reply) => {
                 state.pending.push((event, reply));
-                state.flush_soon(&myself).await?;
+                let full = state.pending.len() >= state.args.max_batch;
+                state.flush_soon(&myself, full).await?;
             }
             InboxMsg::Done(ids, reply) => {
-                state.done_ids += ids.len();
                 state.done.push((ids, reply));
-                state.flush_soon(&myself).await?;
+                // Processed ids are bounded like the events, by `max_batch`.
+                let ids: usize = state.done.iter().map(|(ids, _)| ids.len()).sum();
+                let full = ids >= state.args.max_batch;
+                state.flush_soon(&myself, full).await?;
             }
             InboxMsg::Flush => Box::pin(state.flush()).await,
             InboxMsg::Sweep => {
