@@ -346,6 +346,54 @@ async fn only_correctly_signed_webhooks_are_stored(#[case] backend: Db) {
     setup.daemon.stop().await;
 }
 
+/// Batches smaller than the load (`max_batch = 2`): the inbox writes whenever two new
+/// events or processed ids wait, and nothing is lost or reordered.
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn inbox_batches_smaller_than_the_load_lose_and_reorder_nothing(#[case] backend: Db) {
+    let Some(setup) = setup(backend, "max_batch = 2").await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let now = unix_now();
+    let sends: Vec<_> = (0..30)
+        .map(|n| {
+            let (http, url, secret) = (http.clone(), setup.url.clone(), setup.secret.clone());
+            tokio::spawn(async move {
+                send(
+                    &http,
+                    &url,
+                    &secret,
+                    &format!("small_{n}"),
+                    now,
+                    &order(n),
+                    None,
+                )
+                .await
+            })
+        })
+        .collect();
+    for sent in sends {
+        assert_eq!(sent.await.unwrap().0, 200);
+    }
+    let done = wait_for(&setup, "done", 30).await;
+    assert_eq!(done.len(), 30);
+    let stored_order: Vec<Value> = done.iter().map(|e| e["id"].clone()).collect();
+    let forwarded: Vec<Value> = setup
+        .receiver
+        .envelopes()
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(
+        forwarded, stored_order,
+        "forwarded once each, in stored order"
+    );
+    setup.daemon.stop().await;
+}
+
 #[rstest]
 #[case::sqlite(Db::Sqlite)]
 #[case::postgres(Db::Postgres)]
