@@ -430,13 +430,16 @@ async fn nothing_of_one_organization_is_visible_to_another() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_refresh_opens_the_breaker_and_shows_in_the_tree() {
     // Tokens that live shorter than twice the margin are refreshed halfway: after 1 s.
+    // The breaker opens on two failures in a row (threshold 100%), so the start-up
+    // validation's success cannot open it beside one failed refresh; that validation
+    // is spread over an hour so that it does not land between the two refreshes.
     let connector = Arc::new(TestConnector::with_token_lifetime(Duration::from_secs(2)));
     connector.fail_refresh.store(true, Ordering::SeqCst);
     let daemon = daemon_with(
         Arc::clone(&connector),
-        "[circuit_breaker]\nsliding_window_size = 2\nminimum_calls = 2\nwait_in_open = \"1h\"\n\
+        "[circuit_breaker]\nfailure_rate_threshold = 100.0\nsliding_window_size = 2\nminimum_calls = 2\nwait_in_open = \"1h\"\n\
          [supervision]\nbackoff_base = \"10ms\"\nbackoff_cap = \"50ms\"\nobserve_timeout = \"500ms\"\n\
-         [integrations]\nrefresh_attempts = 2\n",
+         [integrations]\nrefresh_attempts = 2\nvalidation_spread = \"1h\"\n",
     )
     .await;
     let (_, token) = daemon.organization("A").await;
