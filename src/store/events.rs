@@ -11,6 +11,10 @@ use serde::Serialize;
 use super::schema::events;
 use super::{Store, StoreError, new_ordered_id, now};
 use crate::{with_conn, write_tx};
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::deadpool::Pool;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 pub const PENDING: &str = "pending";
 pub const DONE: &str = "done";
@@ -121,12 +125,15 @@ const DONE_CHUNK: usize = 1000;
 /// events processed meanwhile, in a single transaction. The events `settled` marks
 /// (one flag per event; missing flags are `false`) have nothing to process them: they
 /// are stored `done` at once.
-pub async fn write_batch(
+///
+/// The future resolves once the batch is durable. On SQLite the batch is queued to
+/// the writer before this returns (see [`Store::orders_writes`]).
+pub fn write_batch(
     store: &Store,
     batch: Vec<NewEvent>,
     settled: &[bool],
     done: Vec<String>,
-) -> Result<Vec<Stored>, StoreError> {
+) -> BoxFuture<'static, Result<Vec<Stored>, StoreError>> {
     let at = now();
     let rows: Vec<Event> = batch
         .into_iter()
@@ -151,83 +158,88 @@ pub async fn write_batch(
             }
         })
         .collect();
-    if let Store::Postgres { pool, .. } = store {
-        use diesel_async::AsyncConnection as _;
-        let mut pooled = pool.get().await?;
-        // Alone, the INSERT is its own transaction (no round trips for BEGIN and
-        // COMMIT); with processed events to record, both statements commit together.
-        let inserted = if done.is_empty() {
-            insert_returning_ids(&mut pooled, &rows).await?
-        } else {
-            pooled
-                .transaction::<_, StoreError, _>(async |conn| {
-                    let inserted = insert_returning_ids(conn, &rows).await?;
-                    for ids in done.chunks(DONE_CHUNK) {
-                        mark_done!(ids, at).execute(conn).await?;
-                    }
-                    Ok(inserted)
-                })
-                .await?
-        };
-        // The rows the INSERT did not return are duplicates: committed, so read after.
-        let mut stored = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if inserted.contains(&row.id) {
+    let writer = match store {
+        Store::Postgres { pool, .. } => {
+            return write_batch_postgres(pool.clone(), rows, done, at).boxed();
+        }
+        Store::Sqlite { writer, .. } => writer,
+    };
+    // SQLite: the whole batch in one transaction on the writer's connection, with
+    // diesel's synchronous API (one hop to its thread instead of one per statement).
+    writer
+        .write(move |conn| {
+            use diesel::RunQueryDsl as Sync;
+            let mut stored = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let inserted = Sync::execute(
+                    diesel::insert_into(events::table)
+                        .values(row)
+                        .on_conflict((events::connector_type, events::delivery_id))
+                        .do_nothing(),
+                    conn,
+                )?;
+                let id = if inserted == 1 {
+                    row.id.clone()
+                } else {
+                    Sync::first::<String>(
+                        events::table
+                            .filter(events::connector_type.eq(&row.connector_type))
+                            .filter(events::delivery_id.eq(&row.delivery_id))
+                            .select(events::id),
+                        conn,
+                    )?
+                };
                 stored.push(Stored {
-                    id: row.id.clone(),
-                    duplicate: false,
-                });
-            } else {
-                stored.push(Stored {
-                    id: existing_id!(&mut *pooled, row),
-                    duplicate: true,
+                    duplicate: inserted != 1,
+                    id,
                 });
             }
-        }
-        return Ok(stored);
-    }
-    // SQLite: the whole batch in one blocking task on the connection's thread, with
-    // diesel's synchronous API (one hop instead of one per statement).
-    let Store::Sqlite { pool, .. } = store else {
-        unreachable!("postgres returned above");
-    };
-    let mut pooled = pool.get().await?;
-    let stored = pooled
-        .spawn_blocking(move |conn| {
-            use diesel::RunQueryDsl as Sync;
-            conn.immediate_transaction(|conn| {
-                let mut stored = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let inserted = Sync::execute(
-                        diesel::insert_into(events::table)
-                            .values(row)
-                            .on_conflict((events::connector_type, events::delivery_id))
-                            .do_nothing(),
-                        conn,
-                    )?;
-                    let id = if inserted == 1 {
-                        row.id.clone()
-                    } else {
-                        Sync::first::<String>(
-                            events::table
-                                .filter(events::connector_type.eq(&row.connector_type))
-                                .filter(events::delivery_id.eq(&row.delivery_id))
-                                .select(events::id),
-                            conn,
-                        )?
-                    };
-                    stored.push(Stored {
-                        duplicate: inserted != 1,
-                        id,
-                    });
-                }
-                for ids in done.chunks(DONE_CHUNK) {
-                    Sync::execute(mark_done!(ids, at), conn)?;
-                }
-                Ok(stored)
-            })
+            for ids in done.chunks(DONE_CHUNK) {
+                Sync::execute(mark_done!(ids, at), conn)?;
+            }
+            Ok(stored)
         })
-        .await?;
+        .boxed()
+}
+
+async fn write_batch_postgres(
+    pool: Pool<AsyncPgConnection>,
+    rows: Vec<Event>,
+    done: Vec<String>,
+    at: NaiveDateTime,
+) -> Result<Vec<Stored>, StoreError> {
+    use diesel_async::AsyncConnection as _;
+    let mut pooled = pool.get().await?;
+    // Alone, the INSERT is its own transaction (no round trips for BEGIN and
+    // COMMIT); with processed events to record, both statements commit together.
+    let inserted = if done.is_empty() {
+        insert_returning_ids(&mut pooled, &rows).await?
+    } else {
+        pooled
+            .transaction::<_, StoreError, _>(async |conn| {
+                let inserted = insert_returning_ids(conn, &rows).await?;
+                for ids in done.chunks(DONE_CHUNK) {
+                    mark_done!(ids, at).execute(conn).await?;
+                }
+                Ok(inserted)
+            })
+            .await?
+    };
+    // The rows the INSERT did not return are duplicates: committed, so read after.
+    let mut stored = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if inserted.contains(&row.id) {
+            stored.push(Stored {
+                id: row.id.clone(),
+                duplicate: false,
+            });
+        } else {
+            stored.push(Stored {
+                id: existing_id!(&mut *pooled, row),
+                duplicate: true,
+            });
+        }
+    }
     Ok(stored)
 }
 

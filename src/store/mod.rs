@@ -15,10 +15,12 @@ pub mod monitor;
 pub mod oauth_states;
 pub mod organizations;
 pub mod schema;
+pub mod sqlite_writer;
 pub mod tokens;
 pub mod vault_keys;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
@@ -34,6 +36,7 @@ use futures::FutureExt;
 
 use crate::config::DatabaseConfig;
 use crate::secret::Secret;
+use sqlite_writer::SqliteWriter;
 
 pub type SqliteAsync = SyncConnectionWrapper<SqliteConnection>;
 
@@ -50,6 +53,9 @@ pub enum StoreError {
     Migration(String),
     #[error("{0}")]
     Conflict(String),
+    /// A queued write that did not commit, or whose commit did not reach the disk.
+    #[error("the write failed: {0}")]
+    Write(String),
     #[error("not found")]
     NotFound,
     #[error("query failed: {0}")]
@@ -110,6 +116,8 @@ pub enum Store {
     Sqlite {
         pool: Pool<SqliteAsync>,
         path: PathBuf,
+        /// The inbox's group commits go through this one connection.
+        writer: Arc<SqliteWriter>,
     },
 }
 
@@ -220,7 +228,8 @@ impl Store {
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-                Ok(Store::Sqlite { pool, path })
+                let writer = Arc::new(SqliteWriter::start(path.clone(), busy)?);
+                Ok(Store::Sqlite { pool, path, writer })
             }
             _ => Err(StoreError::UnsupportedUrl(config.display_url())),
         }
@@ -231,6 +240,14 @@ impl Store {
             Store::Postgres { .. } => Backend::Postgres,
             Store::Sqlite { .. } => Backend::Sqlite,
         }
+    }
+
+    /// Whether batches given to [`events::write_batch`] commit in the order it was
+    /// called, so that the next one may be handed over before the last is durable
+    /// (SQLite's single writer). On PostgreSQL each batch is its own transaction on
+    /// some pooled connection: the caller waits for one before writing the next.
+    pub fn orders_writes(&self) -> bool {
+        matches!(self, Store::Sqlite { .. })
     }
 
     /// The directory that holds local state (the SQLite file's; `./data` otherwise).
@@ -330,15 +347,19 @@ enum Harness<'a> {
 }
 
 /// Opens a SQLite connection set up as every connection of ours is. `synchronous =
-/// FULL`: a commit is on disk before it returns (the inbox acknowledges on commit),
-/// which group commit amortizes over many events.
-fn open_sqlite(path: &str, busy: Duration) -> diesel::ConnectionResult<SqliteConnection> {
+/// FULL`: a commit is on disk before it returns. (The inbox's writer relaxes this on
+/// its own connection and syncs the WAL itself: see [`sqlite_writer`].)
+pub(crate) fn open_sqlite(
+    path: &str,
+    busy: Duration,
+) -> diesel::ConnectionResult<SqliteConnection> {
     use diesel::Connection;
     use diesel::connection::SimpleConnection;
     let mut conn = SqliteConnection::establish(path)?;
     conn.batch_execute(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+        // busy_timeout first: switching to WAL waits for a lock like any other statement.
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         busy.as_millis()
     ))
     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
