@@ -440,7 +440,7 @@ async fn an_event_stored_after_its_integration_was_revoked_is_swept_to_dead(#[ca
         payload: "{}".into(),
         occurred_at: None,
     };
-    events::write_batch(
+    events::write_batch_durably(
         &db.store,
         vec![event(&live.id, "d-live"), event(&gone.id, "d-gone")],
         &[],

@@ -4,10 +4,10 @@
 //! which is once the event is durable. Requests that arrive while the store is busy
 //! queue in the mailbox; the next flush writes all of them in one transaction (up to
 //! `max_batch`), so that the write rate grows with concurrency instead of being capped
-//! by one commit per event. On PostgreSQL one batch is written at a time (two
-//! transactions on two connections could commit out of order); SQLite's single writer
-//! keeps the order itself, so the inbox hands it up to [`WRITES_AHEAD`] batches and the
-//! next one is committed while the last one's WAL is synced.
+//! by one commit per event. One batch is written at a time (two transactions on two
+//! connections could commit out of order), and its events are acknowledged once it is
+//! durable: on PostgreSQL that is when it commits; on SQLite the next batch is already
+//! being committed while the last one's WAL is synced.
 //!
 //! It is also the one writer of processing results on the hot path: integration actors
 //! hand it the ids of the events they processed ([`record_done`]) and the next flush
@@ -49,8 +49,6 @@ pub enum InboxMsg {
     /// These events were processed: mark them `done` (answered once committed).
     Done(Vec<String>, DoneReply),
     Flush,
-    /// A batch handed to an order-keeping store was answered (see [`WRITES_AHEAD`]).
-    Written,
     /// Bury events routed to an integration revoked meanwhile (see [`SWEEP_EVERY`]).
     Sweep,
     Observe(RpcReplyPort<HealthReport>),
@@ -72,16 +70,8 @@ pub struct InboxState {
     pending: Vec<(NewEvent, RpcReplyPort<Result<Stored, String>>)>,
     done: Vec<(Vec<String>, DoneReply)>,
     flush_queued: bool,
-    /// Batches handed to an order-keeping store and not answered yet.
-    in_flight: usize,
     counts: Arc<Counts>,
 }
-
-/// Batches the inbox hands to an order-keeping store (SQLite's writer) before the
-/// first of them is answered: one being synced, one being committed and one queued
-/// behind them, so that the writer never waits for the inbox. More only made the
-/// batches smaller (measured with `cargo bench --bench ingest`).
-const WRITES_AHEAD: usize = 3;
 
 impl InboxState {
     /// Writes the batch now if it is `full`, or else makes sure a flush is coming.
@@ -91,7 +81,7 @@ impl InboxState {
         full: bool,
     ) -> Result<(), ActorProcessingErr> {
         if full {
-            Box::pin(self.flush(myself)).await;
+            Box::pin(self.flush()).await;
         } else if !self.flush_queued {
             // Every request queued meanwhile joins this batch.
             self.flush_queued = true;
@@ -104,7 +94,7 @@ impl InboxState {
         Ok(())
     }
 
-    async fn flush(&mut self, myself: &ActorRef<InboxMsg>) {
+    async fn flush(&mut self) {
         self.flush_queued = false;
         if self.pending.is_empty() && self.done.is_empty() {
             return;
@@ -123,31 +113,24 @@ impl InboxState {
         let (done, done_replies): (Vec<Vec<String>>, Vec<_>) =
             std::mem::take(&mut self.done).into_iter().unzip();
         let done: Vec<String> = done.into_iter().flatten().collect();
-        let written = events::write_batch(&self.args.store, batch, &settled, done);
         let committed = Committed {
             replies,
             owners,
-            settled,
+            settled: settled.clone(),
             done_replies,
             registry: self.args.registry.clone(),
             metrics: Arc::clone(&self.args.metrics),
             counts: Arc::clone(&self.counts),
         };
-        if self.args.store.orders_writes() {
-            // Already queued, in order: the next batch is written while this one syncs.
-            self.in_flight += 1;
-            let inbox = myself.clone();
-            tokio::spawn(async move {
-                committed.acknowledge(written.await);
-                let _ = inbox.send_message(InboxMsg::Written);
-            });
-        } else {
-            committed.acknowledge(written.await);
-        }
+        // Acknowledged once durable; the next batch may go as soon as the store is ready.
+        events::write_batch(&self.args.store, batch, &settled, done, move |written| {
+            committed.acknowledge(written)
+        })
+        .await;
     }
 }
 
-/// What the health report shows, kept by whichever task acknowledges a batch.
+/// What the health report shows, kept by whichever thread acknowledges a batch.
 #[derive(Default)]
 struct Counts {
     batches: AtomicU64,
@@ -240,7 +223,6 @@ impl Actor for InboxActor {
             pending: Vec::new(),
             done: Vec::new(),
             flush_queued: false,
-            in_flight: 0,
             counts: Arc::default(),
         })
     }
@@ -273,15 +255,7 @@ impl Actor for InboxActor {
                 let full = ids >= state.args.max_batch;
                 state.flush_soon(&myself, full).await?;
             }
-            InboxMsg::Flush => {
-                if state.in_flight < WRITES_AHEAD {
-                    Box::pin(state.flush(&myself)).await
-                }
-            }
-            InboxMsg::Written => {
-                state.in_flight = state.in_flight.saturating_sub(1);
-                Box::pin(state.flush(&myself)).await
-            }
+            InboxMsg::Flush => Box::pin(state.flush()).await,
             InboxMsg::Sweep => {
                 // Off the actor: batches keep flowing while it runs.
                 let store = state.args.store.clone();

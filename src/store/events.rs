@@ -126,14 +126,19 @@ const DONE_CHUNK: usize = 1000;
 /// (one flag per event; missing flags are `false`) have nothing to process them: they
 /// are stored `done` at once.
 ///
-/// The future resolves once the batch is durable. On SQLite the batch is queued to
-/// the writer before this returns (see [`Store::orders_writes`]).
+/// `acknowledge` is told the outcome once the batch is durable, or the error that
+/// stopped it. The returned future resolves when the store is ready for the next
+/// batch: on PostgreSQL once this one has committed (and been acknowledged); on SQLite
+/// as soon as its transaction is over, so that the next batch is committed while this
+/// one's WAL is being synced (see [`super::sqlite_writer`]). Batches written one after
+/// the other in this way commit in that order.
 pub fn write_batch(
     store: &Store,
     batch: Vec<NewEvent>,
     settled: &[bool],
     done: Vec<String>,
-) -> BoxFuture<'static, Result<Vec<Stored>, StoreError>> {
+    acknowledge: impl FnOnce(Result<Vec<Stored>, StoreError>) + Send + 'static,
+) -> BoxFuture<'static, ()> {
     let at = now();
     let rows: Vec<Event> = batch
         .into_iter()
@@ -160,46 +165,64 @@ pub fn write_batch(
         .collect();
     let writer = match store {
         Store::Postgres { pool, .. } => {
-            return write_batch_postgres(pool.clone(), rows, done, at).boxed();
+            let pool = pool.clone();
+            return async move { acknowledge(write_batch_postgres(pool, rows, done, at).await) }
+                .boxed();
         }
         Store::Sqlite { writer, .. } => writer,
     };
     // SQLite: the whole batch in one transaction on the writer's connection, with
     // diesel's synchronous API (one hop to its thread instead of one per statement).
-    writer
-        .write(move |conn| {
-            use diesel::RunQueryDsl as Sync;
-            let mut stored = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let inserted = Sync::execute(
-                    diesel::insert_into(events::table)
-                        .values(row)
-                        .on_conflict((events::connector_type, events::delivery_id))
-                        .do_nothing(),
+    let write = move |conn: &mut SqliteConnection| {
+        use diesel::RunQueryDsl as Sync;
+        let mut stored = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let inserted = Sync::execute(
+                diesel::insert_into(events::table)
+                    .values(row)
+                    .on_conflict((events::connector_type, events::delivery_id))
+                    .do_nothing(),
+                conn,
+            )?;
+            let id = if inserted == 1 {
+                row.id.clone()
+            } else {
+                Sync::first::<String>(
+                    events::table
+                        .filter(events::connector_type.eq(&row.connector_type))
+                        .filter(events::delivery_id.eq(&row.delivery_id))
+                        .select(events::id),
                     conn,
-                )?;
-                let id = if inserted == 1 {
-                    row.id.clone()
-                } else {
-                    Sync::first::<String>(
-                        events::table
-                            .filter(events::connector_type.eq(&row.connector_type))
-                            .filter(events::delivery_id.eq(&row.delivery_id))
-                            .select(events::id),
-                        conn,
-                    )?
-                };
-                stored.push(Stored {
-                    duplicate: inserted != 1,
-                    id,
-                });
-            }
-            for ids in done.chunks(DONE_CHUNK) {
-                Sync::execute(mark_done!(ids, at), conn)?;
-            }
-            Ok(stored)
-        })
-        .boxed()
+                )?
+            };
+            stored.push(Stored {
+                duplicate: inserted != 1,
+                id,
+            });
+        }
+        for ids in done.chunks(DONE_CHUNK) {
+            Sync::execute(mark_done!(ids, at), conn)?;
+        }
+        Ok(stored)
+    };
+    writer.write(write, acknowledge).boxed()
+}
+
+/// [`write_batch`], answering once the batch is durable.
+pub async fn write_batch_durably(
+    store: &Store,
+    batch: Vec<NewEvent>,
+    settled: &[bool],
+    done: Vec<String>,
+) -> Result<Vec<Stored>, StoreError> {
+    let (reply, written) = tokio::sync::oneshot::channel();
+    write_batch(store, batch, settled, done, move |outcome| {
+        let _ = reply.send(outcome);
+    })
+    .await;
+    written
+        .await
+        .map_err(|_| StoreError::Write("the batch was never acknowledged".to_string()))?
 }
 
 async fn write_batch_postgres(
@@ -249,7 +272,7 @@ pub async fn mark_done_all(store: &Store, ids: &[String]) -> Result<(), StoreErr
     if ids.is_empty() {
         return Ok(());
     }
-    write_batch(store, Vec::new(), &[], ids.to_vec()).await?;
+    write_batch_durably(store, Vec::new(), &[], ids.to_vec()).await?;
     Ok(())
 }
 

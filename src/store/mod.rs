@@ -242,14 +242,6 @@ impl Store {
         }
     }
 
-    /// Whether batches given to [`events::write_batch`] commit in the order it was
-    /// called, so that the next one may be handed over before the last is durable
-    /// (SQLite's single writer). On PostgreSQL each batch is its own transaction on
-    /// some pooled connection: the caller waits for one before writing the next.
-    pub fn orders_writes(&self) -> bool {
-        matches!(self, Store::Sqlite { .. })
-    }
-
     /// The directory that holds local state (the SQLite file's; `./data` otherwise).
     pub fn data_dir(&self) -> PathBuf {
         match self {

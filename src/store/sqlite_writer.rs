@@ -30,23 +30,27 @@ use super::StoreError;
 /// Most writes merged into one transaction.
 const MERGED_WRITES: usize = 32;
 
-/// One queued write: run inside the writer's transaction, then answered once durable.
+/// One queued write: run inside the writer's transaction, then acknowledged once durable.
 trait PendingWrite: Send {
     fn run(&mut self, conn: &mut SqliteConnection) -> Result<(), StoreError>;
-    /// Answers the caller: `Ok` once the commit that holds the write is on disk.
+    /// The transaction that held the write is over (committed or rolled back).
+    fn transaction_over(&mut self);
+    /// Acknowledges the write: `Ok` once the commit that holds it is on disk.
     fn finish(self: Box<Self>, outcome: Result<(), String>);
 }
 
-struct Queued<T, F> {
+struct Queued<T, F, A> {
     write: Option<F>,
     written: Option<T>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
+    transaction_over: Option<oneshot::Sender<()>>,
+    acknowledge: A,
 }
 
-impl<T, F> PendingWrite for Queued<T, F>
+impl<T, F, A> PendingWrite for Queued<T, F, A>
 where
     T: Send,
     F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send,
+    A: FnOnce(Result<T, StoreError>) + Send,
 {
     fn run(&mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
         if let Some(write) = self.write.take() {
@@ -55,13 +59,20 @@ where
         Ok(())
     }
 
-    fn finish(self: Box<Self>, outcome: Result<(), String>) {
+    fn transaction_over(&mut self) {
+        if let Some(over) = self.transaction_over.take() {
+            let _ = over.send(());
+        }
+    }
+
+    fn finish(mut self: Box<Self>, outcome: Result<(), String>) {
+        self.transaction_over();
         let answer = match (outcome, self.written) {
             (Ok(()), Some(written)) => Ok(written),
             (Ok(()), None) => Err(StoreError::Write("the write did not run".to_string())),
             (Err(error), _) => Err(StoreError::Write(error)),
         };
-        let _ = self.reply.send(answer);
+        (self.acknowledge)(answer);
     }
 }
 
@@ -93,27 +104,34 @@ impl SqliteWriter {
 
     /// Queues `write`, to run in a `BEGIN IMMEDIATE` transaction on the writer's
     /// connection (with other writes queued meanwhile: an error in any of them rolls
-    /// back all). Writes commit in the order they were queued, which is this call's,
-    /// not the returned future's: the future resolves once the commit is on disk.
-    pub fn write<T, F>(
+    /// back all). Writes commit in the order they were queued, which is this call's.
+    ///
+    /// `acknowledge` is called, on a thread of the writer's, once the commit is on
+    /// disk or with the error that stopped it. The returned future resolves as soon
+    /// as the transaction is over, before the sync: the moment to hand over the next
+    /// write, which the writer then commits while this one is being synced.
+    pub fn write<T, F, A>(
         &self,
         write: F,
-    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+        acknowledge: A,
+    ) -> impl Future<Output = ()> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+        A: FnOnce(Result<T, StoreError>) + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let queued = self.writes.send(Box::new(Queued {
+        let (over, transaction_over) = oneshot::channel();
+        let queued = Box::new(Queued {
             write: Some(write),
             written: None,
-            reply,
-        }));
+            transaction_over: Some(over),
+            acknowledge,
+        });
+        if let Err(mpsc::SendError(queued)) = self.writes.send(queued) {
+            queued.finish(Err("the SQLite writer stopped".to_string()));
+        }
         async move {
-            queued.map_err(|_| StoreError::Write("the SQLite writer stopped".to_string()))?;
-            answer
-                .await
-                .map_err(|_| StoreError::Write("the SQLite writer stopped".to_string()))?
+            let _ = transaction_over.await;
         }
     }
 }
@@ -135,6 +153,9 @@ fn write_loop(
         .and_then(|conn| {
             conn.immediate_transaction(|conn| batch.iter_mut().try_for_each(|w| w.run(conn)))
         });
+        for write in &mut batch {
+            write.transaction_over();
+        }
         match outcome {
             Ok(()) => {
                 if let Err(mpsc::SendError(batch)) = committed.send(batch) {
@@ -204,6 +225,19 @@ mod tests {
         }
     }
 
+    /// Queues `write` now; the returned future answers once it is acknowledged.
+    fn durably<T: Send + 'static>(
+        writer: &SqliteWriter,
+        write: impl FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let transaction_over = writer.write(write, move |written| {
+            let _ = reply.send(written);
+        });
+        drop(transaction_over);
+        async move { answer.await.expect("every write is acknowledged") }
+    }
+
     fn setup() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("writer.db");
@@ -229,7 +263,7 @@ mod tests {
         let (_dir, path) = setup();
         let writer = SqliteWriter::start(path.clone(), Duration::from_secs(5)).unwrap();
         // Queued all at once, awaited in reverse: the order is the queue's.
-        let pending: Vec<_> = (0..500).map(|n| writer.write(insert(n))).collect();
+        let pending: Vec<_> = (0..500).map(|n| durably(&writer, insert(n))).collect();
         for (n, written) in pending.into_iter().enumerate().rev() {
             assert_eq!(written.await.unwrap(), n as i64);
         }
@@ -241,15 +275,15 @@ mod tests {
     async fn a_failing_write_answers_its_error_stores_nothing_and_the_writer_goes_on() {
         let (_dir, path) = setup();
         let writer = SqliteWriter::start(path.clone(), Duration::from_secs(5)).unwrap();
-        writer.write(insert(1)).await.unwrap();
+        durably(&writer, insert(1)).await.unwrap();
         // Its first insert succeeds, its second breaks the unique constraint: both go.
-        let failing = writer.write(|conn| {
+        let failing = durably(&writer, |conn| {
             insert(2)(conn)?;
             insert(1)(conn)
         });
         let error = failing.await.unwrap_err();
         assert!(matches!(error, StoreError::Write(_)), "{error:?}");
-        writer.write(insert(3)).await.unwrap();
+        durably(&writer, insert(3)).await.unwrap();
         assert_eq!(logged(&path), vec![1, 3]);
     }
 
@@ -259,8 +293,10 @@ mod tests {
         let path = dir.path().join("missing-directory").join("writer.db");
         let writer = SqliteWriter::start(path, Duration::from_secs(5)).unwrap();
         for n in 0..3 {
-            let error = writer.write(insert(n)).await.unwrap_err();
+            let error = durably(&writer, insert(n)).await.unwrap_err();
             assert!(matches!(error, StoreError::Write(_)), "{error:?}");
         }
+        // The caller waiting for the transaction to be over is not left hanging either.
+        writer.write(insert(3), |_| {}).await;
     }
 }
