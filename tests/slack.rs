@@ -274,8 +274,13 @@ async fn events_api_requests_are_verified_challenged_and_stored_once() {
         posted["text"].as_str().unwrap().contains("Ask me"),
         "{posted}"
     );
+    // Its outcome is recorded by the inbox's next group commit, just after the answer.
+    until("recorded done", || async {
+        !events(&daemon, "status=done").await.is_empty()
+    })
+    .await;
     let stored = events(&daemon, "status=done").await;
-    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored.len(), 1, "stored once: {stored:?}");
     daemon.stop().await;
 }
 
