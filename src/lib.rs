@@ -43,3 +43,11 @@ pub use shutdown::Shutdown;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Locks `mutex`, taking over a poisoned one: what it guards here (caches, counters)
+/// stays usable after a panic elsewhere, and a panic must not spread to every user.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -22,6 +22,7 @@ use super::ApiError;
 use crate::connectors::webhook::{self, SIGNING_SECRET, WebhookConnector};
 use crate::connectors::{github, slack};
 use crate::integration::{CredentialStore, VaultCredentials};
+use crate::lock;
 use crate::pipeline::{inbox, standard_webhooks};
 use crate::secret::Secret;
 use crate::store::events::{self, NewEvent};
@@ -312,10 +313,6 @@ async fn signing_secret(
         .get(SIGNING_SECRET)
         .cloned()
         .ok_or_else(|| ApiError::not_found("no such webhook"))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Checks a Slack request's v0 signature; the Slack connector's shared part on success.

@@ -26,6 +26,7 @@ use tracing::warn;
 use super::Consumers;
 use super::metrics::PipelineMetrics;
 use crate::integration::{self, IntegrationMsg};
+use crate::lock;
 use crate::store::events::{self, NewEvent, Stored};
 use crate::store::{Store, StoreError};
 
@@ -200,12 +201,6 @@ impl Committed {
             let _ = reply.send(Ok(result));
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Actor for InboxActor {

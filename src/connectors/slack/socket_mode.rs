@@ -35,6 +35,7 @@ use super::events::{self, Classified};
 use super::web_api::{Auth, SlackError};
 use super::{NAME, Shared};
 use crate::connectors::ConnectorContext;
+use crate::lock;
 use crate::pipeline::inbox;
 use crate::store::events::{self as stored_events, NewEvent};
 use crate::store::integrations;
@@ -168,10 +169,6 @@ impl Actor for SocketModeActor {
         }
         Ok(())
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The organization and integration a workspace is bound to.
