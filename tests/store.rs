@@ -465,3 +465,95 @@ async fn an_event_stored_after_its_integration_was_revoked_is_swept_to_dead(#[ca
         Some("the integration was revoked")
     );
 }
+
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_done(
+    #[case] backend: Db,
+) {
+    use switchboard::store::events::{self, NewEvent};
+    let db = store_or_skip!(backend);
+    let org = organizations::create(&db.store, "Acme").await.unwrap();
+    let integration = integrations::create(&db.store, new_integration(&org.id, "github"), vec![])
+        .await
+        .unwrap();
+    let event = |delivery: &str, payload: &str| NewEvent {
+        organization_id: Some(org.id.clone()),
+        integration_id: Some(integration.id.clone()),
+        connector_type: "github".into(),
+        event_type: "push".into(),
+        delivery_id: delivery.into(),
+        payload: payload.into(),
+        occurred_at: Some(switchboard::store::now()),
+    };
+
+    // A redelivery inside the batch is stored once, under the first one's id.
+    let first = events::write_batch_durably(
+        &db.store,
+        vec![
+            event("d-1", "{}"),
+            event("d-2", "{}"),
+            event("d-1", "{\"again\":1}"),
+        ],
+        &[],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first.iter().map(|s| s.duplicate).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    assert_eq!(first[2].id, first[0].id);
+
+    // The next batch: a redelivery of a stored event, a new one, one with nothing to
+    // process it (stored done), and the first event recorded processed.
+    let second = events::write_batch_durably(
+        &db.store,
+        vec![event("d-2", "{}"), event("d-3", "{}"), event("d-4", "{}")],
+        &[false, false, true],
+        vec![first[0].id.clone()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second.iter().map(|s| s.duplicate).collect::<Vec<_>>(),
+        [true, false, false]
+    );
+    assert_eq!(second[0].id, first[1].id);
+
+    let all = events::list(&db.store, None, Some(&integration.id), 10)
+        .await
+        .unwrap();
+    let deliveries: Vec<(&str, &str)> = all
+        .iter()
+        .map(|e| (e.delivery_id.as_str(), e.status.as_str()))
+        .collect();
+    assert_eq!(
+        deliveries,
+        [
+            ("d-1", events::DONE),
+            ("d-2", events::PENDING),
+            ("d-3", events::PENDING),
+            ("d-4", events::DONE),
+        ]
+    );
+    assert_eq!(
+        all[0].payload, "{}",
+        "the redelivery did not replace the event"
+    );
+    assert!(all[0].processed_at.is_some() && all[3].processed_at.is_some());
+    assert!(
+        all.iter()
+            .all(|e| e.occurred_at.is_some() && e.attempts == 0)
+    );
+    let pending = events::pending(&db.store, &integration.id, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [first[1].id.as_str(), second[1].id.as_str()]
+    );
+}

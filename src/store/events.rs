@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use super::pg_group_commit::GroupCommit;
 use super::schema::events;
 use super::{Store, StoreError, new_ordered_id, now};
 use crate::{with_conn, write_tx};
@@ -85,24 +86,6 @@ macro_rules! existing_id {
             .first::<String>($conn)
             .await?
     };
-}
-
-/// Inserts a batch in one statement (PostgreSQL); the ids of the rows it inserted.
-async fn insert_returning_ids(
-    conn: &mut diesel_async::AsyncPgConnection,
-    rows: &[Event],
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    if rows.is_empty() {
-        return Ok(std::collections::HashSet::new());
-    }
-    let inserted: Vec<String> = diesel::insert_into(events::table)
-        .values(rows)
-        .on_conflict((events::connector_type, events::delivery_id))
-        .do_nothing()
-        .returning(events::id)
-        .get_results(conn)
-        .await?;
-    Ok(inserted.into_iter().collect())
 }
 
 /// The statement that records processed events (written once, expanded for each
@@ -231,23 +214,17 @@ async fn write_batch_postgres(
     done: Vec<String>,
     at: NaiveDateTime,
 ) -> Result<Vec<Stored>, StoreError> {
-    use diesel_async::AsyncConnection as _;
     let mut pooled = pool.get().await?;
-    // Alone, the INSERT is its own transaction (no round trips for BEGIN and
-    // COMMIT); with processed events to record, both statements commit together.
-    let inserted = if done.is_empty() {
-        insert_returning_ids(&mut pooled, &rows).await?
+    let inserted: Vec<String> = if done.is_empty() {
+        GroupCommit::<false>::new(&rows, &done, at)
+            .load(&mut pooled)
+            .await?
     } else {
-        pooled
-            .transaction::<_, StoreError, _>(async |conn| {
-                let inserted = insert_returning_ids(conn, &rows).await?;
-                for ids in done.chunks(DONE_CHUNK) {
-                    mark_done!(ids, at).execute(conn).await?;
-                }
-                Ok(inserted)
-            })
+        GroupCommit::<true>::new(&rows, &done, at)
+            .load(&mut pooled)
             .await?
     };
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
     // The rows the INSERT did not return are duplicates: committed, so read after.
     let mut stored = Vec::with_capacity(rows.len());
     for row in &rows {

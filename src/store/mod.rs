@@ -14,6 +14,7 @@ pub mod integrations;
 pub mod monitor;
 pub mod oauth_states;
 pub mod organizations;
+mod pg_group_commit;
 pub mod schema;
 pub mod sqlite_writer;
 pub mod tokens;
