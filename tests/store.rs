@@ -479,6 +479,9 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
     let integration = integrations::create(&db.store, new_integration(&org.id, "github"), vec![])
         .await
         .unwrap();
+    let occurred = chrono::NaiveDate::from_ymd_opt(2026, 12, 2)
+        .and_then(|d| d.and_hms_micro_opt(10, 11, 12, 345_678))
+        .unwrap();
     let event = |delivery: &str, payload: &str| NewEvent {
         organization_id: Some(org.id.clone()),
         integration_id: Some(integration.id.clone()),
@@ -486,14 +489,17 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
         event_type: "push".into(),
         delivery_id: delivery.into(),
         payload: payload.into(),
-        occurred_at: Some(switchboard::store::now()),
+        occurred_at: Some(occurred),
     };
+    // Stored byte for byte, whatever it holds.
+    let raw = r#"{"text":"h\u00e9llo \"quoted\" \\ é 😀"}
+"#;
 
     // A redelivery inside the batch is stored once, under the first one's id.
     let first = events::write_batch_durably(
         &db.store,
         vec![
-            event("d-1", "{}"),
+            event("d-1", raw),
             event("d-2", "{}"),
             event("d-1", "{\"again\":1}"),
         ],
@@ -541,10 +547,11 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
         ]
     );
     assert_eq!(
-        all[0].payload, "{}",
+        all[0].payload, raw,
         "the redelivery did not replace the event"
     );
     assert!(all[0].processed_at.is_some() && all[3].processed_at.is_some());
+    assert!(all[1].processed_at.is_none() && all[2].processed_at.is_none());
     assert!(
         all.iter()
             .all(|e| e.occurred_at.is_some() && e.attempts == 0)
