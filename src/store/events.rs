@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
-use super::pg_group_commit::GroupCommit;
+use super::group_commit::{PgGroupCommit, SqliteInsert};
 use super::schema::events;
 use super::{Store, StoreError, new_ordered_id, now};
 use crate::{with_conn, write_tx};
@@ -160,13 +160,7 @@ pub fn write_batch(
         use diesel::RunQueryDsl as Sync;
         let mut stored = Vec::with_capacity(rows.len());
         for row in &rows {
-            let inserted = Sync::execute(
-                diesel::insert_into(events::table)
-                    .values(row)
-                    .on_conflict((events::connector_type, events::delivery_id))
-                    .do_nothing(),
-                conn,
-            )?;
+            let inserted = Sync::execute(SqliteInsert(row), conn)?;
             let id = if inserted == 1 {
                 row.id.clone()
             } else {
@@ -216,11 +210,11 @@ async fn write_batch_postgres(
 ) -> Result<Vec<Stored>, StoreError> {
     let mut pooled = pool.get().await?;
     let inserted: Vec<String> = if done.is_empty() {
-        GroupCommit::<false>::new(&rows, &done, at)
+        PgGroupCommit::<false>::new(&rows, &done, at)
             .load(&mut pooled)
             .await?
     } else {
-        GroupCommit::<true>::new(&rows, &done, at)
+        PgGroupCommit::<true>::new(&rows, &done, at)
             .load(&mut pooled)
             .await?
     };

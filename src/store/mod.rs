@@ -10,11 +10,11 @@
 
 pub mod audit;
 pub mod events;
+mod group_commit;
 pub mod integrations;
 pub mod monitor;
 pub mod oauth_states;
 pub mod organizations;
-mod pg_group_commit;
 pub mod schema;
 pub mod sqlite_writer;
 pub mod tokens;

@@ -1,0 +1,182 @@
+//! The statements of the inbox's group commit, written by hand so that their SQL
+//! never changes and diesel caches them by type: prepared once per connection.
+//!
+//! PostgreSQL: a multi-row `INSERT … VALUES` has as many parameters as the batch has
+//! fields, so diesel could not cache it: every batch cost a round trip to prepare it
+//! (and the server a parse and plan of some 350 parameters) before the one that ran
+//! it. Here the batch travels as one array per column, unnested by the server, and
+//! the events processed meanwhile are marked `done` by a data-modifying CTE of the
+//! same statement: each batch is one round trip and one implicit transaction.
+//!
+//! SQLite: the rows are inserted one by one on the writer's connection (a statement
+//! per row costs no round trip there), but diesel's own insert built its SQL again,
+//! then hashed it to find the cached statement, for every row.
+
+use chrono::NaiveDateTime;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamp};
+use diesel::sqlite::Sqlite;
+
+use super::events::{DONE, Event};
+
+/// The columns of a new event, in the order both statements give them.
+const COLUMNS: &str = "id, organization_id, integration_id, connector_type, event_type, \
+     delivery_id, payload, received_at, status, attempts, next_attempt_at, last_error, \
+     processed_at, occurred_at";
+
+/// A redelivery (same connector and delivery id) is skipped: not inserted, not returned.
+const ON_CONFLICT: &str = " ON CONFLICT (connector_type, delivery_id) DO NOTHING";
+
+/// PostgreSQL: inserts `rows` (skipping those whose connector and delivery id are stored already)
+/// and, when `MARK_DONE`, marks `done` the events `done` names; loads the ids of the
+/// rows it inserted.
+///
+/// Two statements rather than one with an empty array: given `id = ANY('{}')` the
+/// planner estimates a row and may pick any scan at all (a sequential one, on a young
+/// table), which then runs for nothing on every batch.
+pub(super) struct PgGroupCommit<'a, const MARK_DONE: bool> {
+    ids: Vec<&'a str>,
+    organization_ids: Vec<Option<&'a str>>,
+    integration_ids: Vec<Option<&'a str>>,
+    connector_types: Vec<&'a str>,
+    event_types: Vec<&'a str>,
+    delivery_ids: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    statuses: Vec<&'a str>,
+    processed_at: Vec<Option<NaiveDateTime>>,
+    occurred_at: Vec<Option<NaiveDateTime>>,
+    done: &'a [String],
+    /// When the rows were received, and the `done` ones processed.
+    at: NaiveDateTime,
+}
+
+impl<'a, const MARK_DONE: bool> PgGroupCommit<'a, MARK_DONE> {
+    /// The rows are new (no attempts, no error, no retry time) and received `at`, when
+    /// the events of `done` are recorded processed.
+    pub(super) fn new(rows: &'a [Event], done: &'a [String], at: NaiveDateTime) -> Self {
+        Self {
+            ids: rows.iter().map(|r| r.id.as_str()).collect(),
+            organization_ids: rows.iter().map(|r| r.organization_id.as_deref()).collect(),
+            integration_ids: rows.iter().map(|r| r.integration_id.as_deref()).collect(),
+            connector_types: rows.iter().map(|r| r.connector_type.as_str()).collect(),
+            event_types: rows.iter().map(|r| r.event_type.as_str()).collect(),
+            delivery_ids: rows.iter().map(|r| r.delivery_id.as_str()).collect(),
+            payloads: rows.iter().map(|r| r.payload.as_str()).collect(),
+            statuses: rows.iter().map(|r| r.status.as_str()).collect(),
+            processed_at: rows.iter().map(|r| r.processed_at).collect(),
+            occurred_at: rows.iter().map(|r| r.occurred_at).collect(),
+            done,
+            at,
+        }
+    }
+}
+
+/// The same SQL whatever the batch: prepared once, cached by this type.
+impl<const MARK_DONE: bool> QueryId for PgGroupCommit<'_, MARK_DONE> {
+    type QueryId = PgGroupCommit<'static, MARK_DONE>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<const MARK_DONE: bool> Query for PgGroupCommit<'_, MARK_DONE> {
+    type SqlType = Text;
+}
+
+impl<const MARK_DONE: bool> QueryFragment<Pg> for PgGroupCommit<'_, MARK_DONE> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        if MARK_DONE {
+            out.push_sql("WITH processed AS (UPDATE events SET status = '");
+            out.push_sql(DONE);
+            out.push_sql("', processed_at = ");
+            out.push_bind_param::<Timestamp, _>(&self.at)?;
+            out.push_sql(", next_attempt_at = NULL WHERE id = ANY(");
+            out.push_bind_param::<Array<Text>, _>(self.done)?;
+            out.push_sql(")) ");
+        }
+        out.push_sql("INSERT INTO events (");
+        out.push_sql(COLUMNS);
+        out.push_sql(
+            ") SELECT id, organization_id, integration_id, connector_type, event_type, \
+             delivery_id, payload, ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.at)?;
+        out.push_sql(", status, 0, NULL, NULL, processed_at, occurred_at FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.organization_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.integration_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.connector_types)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.event_types)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.delivery_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.payloads)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.statuses)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.processed_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.occurred_at)?;
+        // unnest keeps the arrays' order: rows are inserted as the batch lists them.
+        out.push_sql(
+            ") AS batch(id, organization_id, integration_id, connector_type, event_type, \
+             delivery_id, payload, status, processed_at, occurred_at)",
+        );
+        out.push_sql(ON_CONFLICT);
+        out.push_sql(" RETURNING id");
+        Ok(())
+    }
+}
+
+/// SQLite: inserts one event unless its connector and delivery id are stored already
+/// (executed, it counts 1 row inserted or 0).
+pub(super) struct SqliteInsert<'a>(pub(super) &'a Event);
+
+impl QueryId for SqliteInsert<'_> {
+    type QueryId = SqliteInsert<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for SqliteInsert<'_> {}
+
+impl QueryFragment<Sqlite> for SqliteInsert<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> diesel::QueryResult<()> {
+        let row = self.0;
+        out.push_sql("INSERT INTO events (");
+        out.push_sql(COLUMNS);
+        out.push_sql(") VALUES (");
+        out.push_bind_param::<Text, _>(&row.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&row.organization_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&row.integration_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&row.connector_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&row.event_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&row.delivery_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&row.payload)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&row.received_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&row.status)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&row.attempts)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Timestamp>, _>(&row.next_attempt_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&row.last_error)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Timestamp>, _>(&row.processed_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Timestamp>, _>(&row.occurred_at)?;
+        out.push_sql(")");
+        out.push_sql(ON_CONFLICT);
+        Ok(())
+    }
+}
