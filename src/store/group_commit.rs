@@ -25,6 +25,17 @@ const COLUMNS: &str = "id, organization_id, integration_id, connector_type, even
      delivery_id, payload, received_at, status, attempts, next_attempt_at, last_error, \
      processed_at, occurred_at";
 
+/// Binds each value as its SQL type, the placeholders separated by commas.
+macro_rules! comma_separated_binds {
+    ($out:ident, $first_type:ty => $first:expr, $($type:ty => $value:expr),+ $(,)?) => {
+        $out.push_bind_param::<$first_type, _>($first)?;
+        $(
+            $out.push_sql(", ");
+            $out.push_bind_param::<$type, _>($value)?;
+        )+
+    };
+}
+
 /// A redelivery (same connector and delivery id) is skipped: not inserted, not returned.
 const ON_CONFLICT: &str = " ON CONFLICT (connector_type, delivery_id) DO NOTHING";
 
@@ -101,25 +112,18 @@ impl<const MARK_DONE: bool> QueryFragment<Pg> for PgGroupCommit<'_, MARK_DONE> {
         );
         out.push_bind_param::<Timestamp, _>(&self.at)?;
         out.push_sql(", status, 0, NULL, NULL, processed_at, occurred_at FROM unnest(");
-        out.push_bind_param::<Array<Text>, _>(&self.ids)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.organization_ids)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.integration_ids)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.connector_types)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.event_types)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.delivery_ids)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.payloads)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.statuses)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.processed_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.occurred_at)?;
+        comma_separated_binds!(out,
+            Array<Text> => &self.ids,
+            Array<Nullable<Text>> => &self.organization_ids,
+            Array<Nullable<Text>> => &self.integration_ids,
+            Array<Text> => &self.connector_types,
+            Array<Text> => &self.event_types,
+            Array<Text> => &self.delivery_ids,
+            Array<Text> => &self.payloads,
+            Array<Text> => &self.statuses,
+            Array<Nullable<Timestamp>> => &self.processed_at,
+            Array<Nullable<Timestamp>> => &self.occurred_at,
+        );
         // unnest keeps the arrays' order: rows are inserted as the batch lists them.
         out.push_sql(
             ") AS batch(id, organization_id, integration_id, connector_type, event_type, \
@@ -148,33 +152,22 @@ impl QueryFragment<Sqlite> for SqliteInsert<'_> {
         out.push_sql("INSERT INTO events (");
         out.push_sql(COLUMNS);
         out.push_sql(") VALUES (");
-        out.push_bind_param::<Text, _>(&row.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&row.organization_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&row.integration_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&row.connector_type)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&row.event_type)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&row.delivery_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&row.payload)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamp, _>(&row.received_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&row.status)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Integer, _>(&row.attempts)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Timestamp>, _>(&row.next_attempt_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&row.last_error)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Timestamp>, _>(&row.processed_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Timestamp>, _>(&row.occurred_at)?;
+        comma_separated_binds!(out,
+            Text => &row.id,
+            Nullable<Text> => &row.organization_id,
+            Nullable<Text> => &row.integration_id,
+            Text => &row.connector_type,
+            Text => &row.event_type,
+            Text => &row.delivery_id,
+            Text => &row.payload,
+            Timestamp => &row.received_at,
+            Text => &row.status,
+            Integer => &row.attempts,
+            Nullable<Timestamp> => &row.next_attempt_at,
+            Nullable<Text> => &row.last_error,
+            Nullable<Timestamp> => &row.processed_at,
+            Nullable<Timestamp> => &row.occurred_at,
+        );
         out.push_sql(")");
         out.push_sql(ON_CONFLICT);
         Ok(())
