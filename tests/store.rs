@@ -554,7 +554,7 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
     assert!(all[1].processed_at.is_none() && all[2].processed_at.is_none());
     assert!(
         all.iter()
-            .all(|e| e.occurred_at.is_some() && e.attempts == 0)
+            .all(|e| e.occurred_at == Some(occurred) && e.attempts == 0)
     );
     let pending = events::pending(&db.store, &integration.id, 10)
         .await
@@ -562,5 +562,17 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
     assert_eq!(
         pending.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         [first[1].id.as_str(), second[1].id.as_str()]
+    );
+
+    // A commit of processed events alone (no new event), as when the inbox is down.
+    events::mark_done_all(&db.store, std::slice::from_ref(&first[1].id))
+        .await
+        .unwrap();
+    let pending = events::pending(&db.store, &integration.id, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [second[1].id.as_str()]
     );
 }
