@@ -39,9 +39,9 @@ macro_rules! comma_separated_binds {
 /// A redelivery (same connector and delivery id) is skipped: not inserted, not returned.
 const ON_CONFLICT: &str = " ON CONFLICT (connector_type, delivery_id) DO NOTHING";
 
-/// PostgreSQL: inserts `rows` (skipping those whose connector and delivery id are stored already)
-/// and, when `MARK_DONE`, marks `done` the events `done` names; loads the ids of the
-/// rows it inserted.
+/// PostgreSQL: inserts `rows` (skipping those whose connector and delivery id are
+/// stored already) and, when `MARK_DONE`, marks `done` the events `done` names; loads
+/// the ids of the rows it inserted.
 ///
 /// Two statements rather than one with an empty array: given `id = ANY('{}')` the
 /// planner estimates a row and may pick any scan at all (a sequential one, on a young
