@@ -75,29 +75,14 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
-/// The id under which an event with the same connector and delivery id is stored
-/// (written once, expanded for each backend's connection type).
-macro_rules! existing_id {
-    ($conn:expr, $row:expr) => {
-        events::table
-            .filter(events::connector_type.eq(&$row.connector_type))
-            .filter(events::delivery_id.eq(&$row.delivery_id))
-            .select(events::id)
-            .first::<String>($conn)
-            .await?
-    };
-}
-
-/// The statement that records processed events (written once, expanded for each
-/// backend's connection type).
-macro_rules! mark_done {
-    ($ids:expr, $at:expr) => {
-        diesel::update(events::table.filter(events::id.eq_any($ids))).set((
-            events::status.eq(DONE),
-            events::processed_at.eq($at),
-            events::next_attempt_at.eq(None::<NaiveDateTime>),
-        ))
-    };
+/// The id under which an event with the same connector and delivery id is stored:
+/// where a redelivery finds the event it repeats, on either backend.
+#[diesel::dsl::auto_type(no_type_alias)]
+fn existing_id<'a>(connector_type: &'a str, delivery_id: &'a str) -> _ {
+    events::table
+        .filter(events::connector_type.eq(connector_type))
+        .filter(events::delivery_id.eq(delivery_id))
+        .select(events::id)
 }
 
 /// Most ids in one `UPDATE ... WHERE id IN (...)` (SQLite binds at most 32,766).
@@ -164,21 +149,21 @@ pub fn write_batch(
             let id = if inserted == 1 {
                 row.id.clone()
             } else {
-                Sync::first::<String>(
-                    events::table
-                        .filter(events::connector_type.eq(&row.connector_type))
-                        .filter(events::delivery_id.eq(&row.delivery_id))
-                        .select(events::id),
-                    conn,
-                )?
+                Sync::first::<String>(existing_id(&row.connector_type, &row.delivery_id), conn)?
             };
             stored.push(Stored {
                 duplicate: inserted != 1,
                 id,
             });
         }
+        // On PostgreSQL the group commit's own statement does this.
         for ids in done.chunks(DONE_CHUNK) {
-            Sync::execute(mark_done!(ids, at), conn)?;
+            let processed = diesel::update(events::table.filter(events::id.eq_any(ids))).set((
+                events::status.eq(DONE),
+                events::processed_at.eq(at),
+                events::next_attempt_at.eq(None::<NaiveDateTime>),
+            ));
+            Sync::execute(processed, conn)?;
         }
         Ok(stored)
     };
@@ -229,7 +214,9 @@ async fn write_batch_postgres(
             });
         } else {
             stored.push(Stored {
-                id: existing_id!(&mut *pooled, row),
+                id: existing_id(&row.connector_type, &row.delivery_id)
+                    .first::<String>(&mut pooled)
+                    .await?,
                 duplicate: true,
             });
         }
