@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
-use super::group_commit::{PgGroupCommit, SqliteInsert};
+use super::group_commit::{PgGroupCommit, SqliteInsert, sqlite_timestamp};
 use super::schema::events;
 use super::{Store, StoreError, new_ordered_id, now};
 use crate::{with_conn, write_tx};
@@ -144,8 +144,9 @@ pub fn write_batch(
     let write = move |conn: &mut SqliteConnection| {
         use diesel::RunQueryDsl as Sync;
         let mut stored = Vec::with_capacity(rows.len());
+        let received_at = sqlite_timestamp(&at);
         for row in &rows {
-            let inserted = Sync::execute(SqliteInsert(row), conn)?;
+            let inserted = Sync::execute(SqliteInsert::new(row, &received_at), conn)?;
             let id = if inserted == 1 {
                 row.id.clone()
             } else {
