@@ -575,4 +575,30 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
         pending.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         [second[1].id.as_str()]
     );
+
+    // A batch without a redelivery, with an event recorded processed in the same commit
+    // (on PostgreSQL the plain insert, where the batches above fell back on skipping).
+    let third = events::write_batch_durably(
+        &db.store,
+        vec![event("d-5", "{}"), event("d-6", "{}")],
+        &[],
+        vec![second[1].id.clone()],
+    )
+    .await
+    .unwrap();
+    assert!(third.iter().all(|s| !s.duplicate));
+    let pending = events::pending(&db.store, &integration.id, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [third[0].id.as_str(), third[1].id.as_str()]
+    );
+    let done = events::list(&db.store, Some(events::DONE), Some(&integration.id), 10)
+        .await
+        .unwrap();
+    assert!(
+        done.iter()
+            .any(|e| e.id == second[1].id && e.processed_at.is_some())
+    );
 }

@@ -194,13 +194,39 @@ async fn write_batch_postgres(
     done: Vec<String>,
     at: NaiveDateTime,
 ) -> Result<Vec<Stored>, StoreError> {
+    use diesel::result::{DatabaseErrorKind, Error};
     let mut pooled = pool.get().await?;
+    // Most batches hold no redelivery: a plain insert first, and the statement that
+    // skips duplicates only when it fails on one (it failed whole: nothing is stored,
+    // and the events of `done` are not marked yet).
+    let plain = if done.is_empty() {
+        PgGroupCommit::<false, false>::new(&rows, &done, at)
+            .execute(&mut pooled)
+            .await
+    } else {
+        PgGroupCommit::<true, false>::new(&rows, &done, at)
+            .execute(&mut pooled)
+            .await
+    };
+    match plain {
+        Ok(_) => {
+            return Ok(rows
+                .iter()
+                .map(|row| Stored {
+                    id: row.id.clone(),
+                    duplicate: false,
+                })
+                .collect());
+        }
+        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {}
+        Err(error) => return Err(error.into()),
+    }
     let inserted: Vec<String> = if done.is_empty() {
-        PgGroupCommit::<false>::new(&rows, &done, at)
+        PgGroupCommit::<false, true>::new(&rows, &done, at)
             .load(&mut pooled)
             .await?
     } else {
-        PgGroupCommit::<true>::new(&rows, &done, at)
+        PgGroupCommit::<true, true>::new(&rows, &done, at)
             .load(&mut pooled)
             .await?
     };
