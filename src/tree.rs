@@ -25,7 +25,7 @@ use crate::connectors::{self, Connector, ConnectorSet};
 use crate::integration::{
     self, IntegrationArgs, IntegrationMsg, IntegrationServices, VaultCredentials,
 };
-use crate::pipeline::inbox::{INBOX, InboxActor, InboxArgs, InboxMsg};
+use crate::pipeline::inbox::{INBOX, InboxActor, InboxArgs, InboxMsg, Intake};
 use crate::pipeline::metrics::PipelineMetrics;
 use crate::pipeline::routes::Routes;
 use crate::pipeline::{Consumers, Pipeline};
@@ -68,6 +68,7 @@ pub struct ActorTree {
     observe_timeout: Duration,
     store: Store,
     metrics: Arc<PipelineMetrics>,
+    intake: Arc<Intake>,
     /// What connectors were handed to reach the daemon; points here once attached.
     daemon_services: Arc<TreeServices>,
 }
@@ -156,6 +157,7 @@ impl ActorTree {
             .backoff(supervision.backoff())
             .registry(registry.clone());
 
+        let intake = Arc::new(Intake::new(registry.clone()));
         let (ready_sender, store_ready) = watch::channel(false);
         let monitor = StoreMonitorArgs {
             store: services.store.clone(),
@@ -206,6 +208,7 @@ impl ActorTree {
         let routes = Arc::new(routes);
         let inbox = InboxArgs {
             store: services.store.clone(),
+            intake: Arc::clone(&intake),
             max_batch: config.pipeline.max_batch,
             batch_delay: config.pipeline.batch_delay,
             registry: registry.clone(),
@@ -241,6 +244,7 @@ impl ActorTree {
         let daemon_services = Arc::new(TreeServices::default());
         let context = connectors::ConnectorContext {
             store: services.store.clone(),
+            intake: Arc::clone(&intake),
             registry: registry.clone(),
             daemon: Arc::clone(&daemon_services) as Arc<dyn connectors::DaemonServices>,
         };
@@ -310,6 +314,7 @@ impl ActorTree {
             observe_timeout: supervision.observe_timeout,
             store: services.store,
             metrics,
+            intake,
             daemon_services,
         })
     }
@@ -320,6 +325,11 @@ impl ActorTree {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Where ingress hands events to the inbox.
+    pub fn intake(&self) -> &Intake {
+        &self.intake
     }
 
     pub fn store(&self) -> &Store {

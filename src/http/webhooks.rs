@@ -155,7 +155,7 @@ async fn store_event(
     started: Instant,
 ) -> Result<events::Stored, ApiError> {
     let connector = event.connector_type.clone();
-    let stored = inbox::store(state.tree.registry(), event, Duration::from_secs(10))
+    let stored = inbox::store(state.tree.intake(), event, Duration::from_secs(10))
         .await
         .map_err(|error| {
             warn!(connector, error = %error, "webhook not stored: answered 503");

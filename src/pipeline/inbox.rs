@@ -1,10 +1,12 @@
 //! The `inbox` actor: group commit for the durable inbox.
 //!
-//! Ingress asks it to store an event and answers the provider only once it replied,
-//! which is once the event is durable. Requests that arrive while the store is busy
-//! queue in the mailbox; the next flush writes all of them in one transaction (up to
-//! `max_batch`), so that the write rate grows with concurrency instead of being capped
-//! by one commit per event. One batch is written at a time (two transactions on two
+//! Ingress hands it an event and answers the provider only once it replied, which is
+//! once the event is durable. Events go through the [`Intake`], a queue shared by
+//! ingress and the actor, rather than one actor message each: the first event queued
+//! after the actor last looked sends it a `Queued`, and it takes every event queued
+//! meanwhile. Events that arrive while the store is busy wait there; the next flush
+//! writes all of them in one transaction (up to `max_batch`), so that the write rate
+//! grows with concurrency instead of being capped by one commit per event. One batch is written at a time (two transactions on two
 //! connections could commit out of order), and its events are acknowledged once it is
 //! durable: on PostgreSQL that is when it commits; on SQLite the next batch is already
 //! being committed while the last one's WAL is synced.
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use switchboard_actors::{HealthReport, Registry, Status};
+use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::Consumers;
@@ -32,9 +35,63 @@ use crate::store::{Store, StoreError};
 
 pub const INBOX: &str = "inbox";
 
+/// Answers one event handed to the inbox: stored (or a duplicate), or why not.
+type StoreReply = oneshot::Sender<Result<Stored, String>>;
+
+/// Where ingress queues events for the inbox. It outlives the inbox actor: a restarted
+/// inbox takes what its predecessor had not looked at yet, so a restart refuses no
+/// event that arrives meanwhile.
+pub struct Intake {
+    queue: Mutex<IntakeQueue>,
+    registry: Registry,
+}
+
+#[derive(Default)]
+struct IntakeQueue {
+    events: Vec<(NewEvent, StoreReply)>,
+    /// A `Queued` is on its way to the inbox, which has not taken the queue since.
+    announced: bool,
+}
+
+impl Intake {
+    /// An intake whose inbox is found in `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            queue: Mutex::default(),
+            registry,
+        }
+    }
+
+    fn push(&self, event: NewEvent, reply: StoreReply) {
+        let announce = {
+            let mut queue = lock(&self.queue);
+            queue.events.push((event, reply));
+            !std::mem::replace(&mut queue.announced, true)
+        };
+        if announce && let Some(inbox) = self.registry.lookup::<InboxMsg>(INBOX) {
+            // When no inbox runs (it is restarting) or it stops before reading this, its
+            // successor takes the queue as it starts.
+            let _ = inbox.send_message(InboxMsg::Queued);
+        }
+    }
+
+    /// Everything queued, in arrival order; the next event queued announces itself.
+    fn take(&self) -> Vec<(NewEvent, StoreReply)> {
+        let mut queue = lock(&self.queue);
+        queue.announced = false;
+        std::mem::take(&mut queue.events)
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.queue).events.len()
+    }
+}
+
 #[derive(Clone)]
 pub struct InboxArgs {
     pub store: Store,
+    /// Where ingress queues the events to store.
+    pub intake: Arc<Intake>,
     pub max_batch: usize,
     /// How long the first event of a batch waits for company before the write.
     pub batch_delay: Duration,
@@ -46,7 +103,8 @@ pub struct InboxArgs {
 }
 
 pub enum InboxMsg {
-    Store(NewEvent, RpcReplyPort<Result<Stored, String>>),
+    /// Events wait in the intake.
+    Queued,
     /// These events were processed: mark them `done` (answered once committed).
     Done(Vec<String>, DoneReply),
     Flush,
@@ -68,7 +126,7 @@ type DoneReply = RpcReplyPort<Result<(), String>>;
 
 pub struct InboxState {
     args: InboxArgs,
-    pending: Vec<(NewEvent, RpcReplyPort<Result<Stored, String>>)>,
+    pending: Vec<(NewEvent, StoreReply)>,
     done: Vec<(Vec<String>, DoneReply)>,
     flush_queued: bool,
     counts: Arc<Counts>,
@@ -83,6 +141,7 @@ impl InboxState {
     ) -> Result<(), ActorProcessingErr> {
         if full {
             Box::pin(self.flush()).await;
+            self.flush_rest(myself)?;
         } else if !self.flush_queued {
             // Every request queued meanwhile joins this batch.
             self.flush_queued = true;
@@ -95,12 +154,27 @@ impl InboxState {
         Ok(())
     }
 
+    /// Events left over by a flush (beyond its `max_batch`) have waited a batch
+    /// already: the next flush comes at once.
+    fn flush_rest(&mut self, myself: &ActorRef<InboxMsg>) -> Result<(), ActorProcessingErr> {
+        if !self.pending.is_empty() && !self.flush_queued {
+            self.flush_queued = true;
+            myself.send_message(InboxMsg::Flush)?;
+        }
+        Ok(())
+    }
+
     async fn flush(&mut self) {
         self.flush_queued = false;
         if self.pending.is_empty() && self.done.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
+        // At most `max_batch` events; the rest wait for the next flush, which the
+        // handler asks for once this one is over.
+        let later = self
+            .pending
+            .split_off(self.pending.len().min(self.args.max_batch.max(1)));
+        let pending = std::mem::replace(&mut self.pending, later);
         let (batch, replies): (Vec<NewEvent>, Vec<_>) = pending.into_iter().unzip();
         // Each event's integration, to wake it; `None` for an event nothing processes
         // (stored done) and for one nobody owns (ingress buries it).
@@ -141,7 +215,7 @@ struct Counts {
 
 /// A batch handed to the store, acknowledged once it is durable.
 struct Committed {
-    replies: Vec<RpcReplyPort<Result<Stored, String>>>,
+    replies: Vec<StoreReply>,
     owners: Vec<Option<String>>,
     settled: Vec<bool>,
     done_replies: Vec<DoneReply>,
@@ -228,6 +302,9 @@ impl Actor for InboxActor {
         _: &mut InboxState,
     ) -> Result<(), ActorProcessingErr> {
         myself.send_interval(SWEEP_EVERY, || InboxMsg::Sweep);
+        // What was queued while no inbox ran, or announced to a predecessor that
+        // stopped before taking it.
+        myself.send_message(InboxMsg::Queued)?;
         Ok(())
     }
 
@@ -238,10 +315,13 @@ impl Actor for InboxActor {
         state: &mut InboxState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            InboxMsg::Store(event, reply) => {
-                state.pending.push((event, reply));
-                let full = state.pending.len() >= state.args.max_batch;
-                state.flush_soon(&myself, full).await?;
+            InboxMsg::Queued => {
+                let queued = state.args.intake.take();
+                if !queued.is_empty() {
+                    state.pending.extend(queued);
+                    let full = state.pending.len() >= state.args.max_batch;
+                    state.flush_soon(&myself, full).await?;
+                }
             }
             InboxMsg::Done(ids, reply) => {
                 state.done.push((ids, reply));
@@ -250,7 +330,10 @@ impl Actor for InboxActor {
                 let full = ids >= state.args.max_batch;
                 state.flush_soon(&myself, full).await?;
             }
-            InboxMsg::Flush => Box::pin(state.flush()).await,
+            InboxMsg::Flush => {
+                Box::pin(state.flush()).await;
+                state.flush_rest(&myself)?;
+            }
             InboxMsg::Sweep => {
                 // Off the actor: batches keep flowing while it runs.
                 let store = state.args.store.clone();
@@ -274,7 +357,7 @@ impl Actor for InboxActor {
                 let mut report = HealthReport::new(INBOX, "inbox", Status::Running)
                     .with_detail("batches", counts.batches.load(Ordering::Relaxed))
                     .with_detail("stored", counts.stored.load(Ordering::Relaxed))
-                    .with_detail("waiting", state.pending.len());
+                    .with_detail("waiting", state.pending.len() + state.args.intake.len());
                 report.last_error = lock(&counts.last_error).clone();
                 let _ = reply.send(report);
             }
@@ -303,17 +386,17 @@ pub async fn record_done(
     ask(&actor, |reply| InboxMsg::Done(ids, reply), timeout).await
 }
 
-/// Stores one event durably through the inbox actor; `Err` means nothing was stored
-/// (or it is unknown whether it was), and the caller must not acknowledge.
-pub async fn store(
-    registry: &Registry,
-    event: NewEvent,
-    timeout: Duration,
-) -> Result<Stored, String> {
-    let actor = registry
-        .lookup::<InboxMsg>(INBOX)
-        .ok_or_else(|| "the inbox is not running".to_string())?;
-    ask(&actor, |reply| InboxMsg::Store(event, reply), timeout).await
+/// Stores one event durably through the inbox; `Err` means it is not known to be
+/// stored, and the caller must not acknowledge it. An event whose answer did not come
+/// within `timeout` may still be stored later: a redelivery is then a duplicate.
+pub async fn store(intake: &Intake, event: NewEvent, timeout: Duration) -> Result<Stored, String> {
+    let (reply, answer) = oneshot::channel();
+    intake.push(event, reply);
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("the inbox stopped before storing the event".to_string()),
+        Err(_) => Err("the inbox did not answer in time".to_string()),
+    }
 }
 
 /// One request to the inbox and its answer; a timeout or a restarting inbox is an `Err`.
@@ -326,5 +409,106 @@ async fn ask<T: Send + 'static>(
         Ok(ractor::rpc::CallResult::Success(result)) => result,
         Ok(ractor::rpc::CallResult::Timeout) => Err("the inbox did not answer in time".to_string()),
         _ => Err("the inbox is restarting".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use switchboard_actors::{BreakerConfig, Registry};
+
+    use super::*;
+    use crate::config::DatabaseConfig;
+    use crate::pipeline::routes::Routes;
+    use crate::secret::Secret;
+
+    fn event(delivery: &str) -> NewEvent {
+        NewEvent {
+            organization_id: None,
+            integration_id: None,
+            connector_type: "webhook".into(),
+            event_type: "order.created".into(),
+            delivery_id: delivery.into(),
+            payload: "{}".into(),
+            occurred_at: None,
+        }
+    }
+
+    async fn start_inbox(args: &InboxArgs, registry: &Registry) -> ActorRef<InboxMsg> {
+        let (inbox, _) = Actor::spawn(Some(registry.qualify(INBOX)), InboxActor, args.clone())
+            .await
+            .expect("inbox starts");
+        inbox
+    }
+
+    /// Ingress queues events whether or not an inbox runs: one that starts (a restart)
+    /// stores what waited, in arrival order, and answers every sender.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn events_queued_while_no_inbox_runs_are_stored_by_the_next_one() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::connect(&DatabaseConfig {
+            url: Secret::new(format!("sqlite://{}/inbox.db", dir.path().display())),
+            ..DatabaseConfig::default()
+        })
+        .unwrap();
+        db.migrate().await.unwrap();
+        let registry = Registry::unique();
+        let intake = Arc::new(Intake::new(registry.clone()));
+        let args = InboxArgs {
+            store: db.clone(),
+            intake: Arc::clone(&intake),
+            max_batch: 4,
+            batch_delay: Duration::ZERO,
+            registry: registry.clone(),
+            metrics: Arc::default(),
+            consumers: Arc::new(Consumers {
+                handlers: Default::default(),
+                routes: Arc::new(Routes::new(
+                    &[],
+                    &BreakerConfig::default(),
+                    Duration::from_secs(1),
+                )),
+            }),
+        };
+
+        let first = start_inbox(&args, &registry).await;
+        let stored = store(&intake, event("before"), Duration::from_secs(5)).await;
+        assert!(stored.is_ok_and(|s| !s.duplicate));
+
+        // The inbox is gone (it crashed, say): senders wait instead of being refused.
+        first.kill();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let senders: Vec<_> = (0..10)
+            .map(|n| {
+                let intake = Arc::clone(&intake);
+                tokio::spawn(async move {
+                    store(
+                        &intake,
+                        event(&format!("during_{n}")),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(intake.len(), 10, "queued, not refused");
+
+        let second = start_inbox(&args, &registry).await;
+        for sender in senders {
+            let stored = sender.await.unwrap();
+            assert!(stored.is_ok_and(|s| !s.duplicate));
+        }
+        let all = events::list(&db, None, None, 100).await.unwrap();
+        let mut deliveries: Vec<&str> = all.iter().map(|e| e.delivery_id.as_str()).collect();
+        assert_eq!(deliveries.remove(0), "before");
+        deliveries.sort_unstable();
+        let mut expected: Vec<String> = (0..10).map(|n| format!("during_{n}")).collect();
+        expected.sort_unstable();
+        assert_eq!(deliveries, expected);
+        second.stop(None);
     }
 }

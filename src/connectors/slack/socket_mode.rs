@@ -495,7 +495,7 @@ impl Client {
         };
         let stored = match tokio::time::timeout(
             STORE_WITHIN,
-            inbox::store(&self.context.registry, event, STORE_WITHIN),
+            inbox::store(&self.context.intake, event, STORE_WITHIN),
         )
         .await
         {
