@@ -6,8 +6,13 @@
 //! requests (each with its own webhook-id) from 64 connections; the figures are wrk's
 //! requests/s and latency percentiles, and the events found stored afterwards.
 //!
-//! Run: `cargo bench --bench ingest [-- SECONDS] [ceiling] [sqlite] [postgres]` (needs
-//! `wrk` on the PATH); naming runs limits the bench to them, for profiling one.
+//! The `floor` runs measure what the store allows on this machine: a bare axum handler
+//! that verifies the signature and hands the event to the same group commit
+//! (`events::write_batch`) through a channel, with no actor, integration or metrics.
+//! The daemon cannot beat it; the gap between the two is the daemon's own cost.
+//!
+//! Run: `cargo bench --bench ingest [-- SECONDS] [ceiling] [floor] [sqlite] [postgres]`
+//! (needs `wrk` on the PATH); naming runs limits the bench to them, for profiling one.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -16,7 +21,7 @@ use std::time::Duration;
 
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use serde_json::json;
-use switchboard::config::Config;
+use switchboard::config::{Config, DatabaseConfig};
 use switchboard::connectors::ConnectorSet;
 use switchboard::pipeline::standard_webhooks;
 use switchboard::secret::Secret;
@@ -35,7 +40,7 @@ const REQUESTS: usize = 600_000;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10);
-    let named: Vec<&str> = ["ceiling", "sqlite", "postgres"]
+    let named: Vec<&str> = ["ceiling", "floor", "sqlite", "postgres"]
         .into_iter()
         .filter(|run| args.iter().any(|a| a == run))
         .collect();
@@ -51,29 +56,62 @@ fn main() {
             println!("ceiling (axum, 200, nothing stored): {ceiling}");
         }
         let dir = tempfile::tempdir().expect("temp dir");
+        let postgres = std::env::var("TEST_DATABASE_URL").ok();
+        if postgres.is_none() {
+            println!("postgres: skipped (TEST_DATABASE_URL not set)");
+        }
+        if runs("floor") {
+            let sqlite = format!("sqlite://{}/floor.db", dir.path().display());
+            run_floor("sqlite", &sqlite, seconds).await;
+            if let Some(server) = &postgres {
+                let database = PostgresDatabase::create(server, "floor").await;
+                run_floor("postgres", &database.url, seconds).await;
+                database.drop().await;
+            }
+        }
         if runs("sqlite") {
             let sqlite = format!("sqlite://{}/ingest.db", dir.path().display());
             run_daemon("sqlite", &sqlite, seconds).await;
         }
-        if runs("postgres") {
-            match std::env::var("TEST_DATABASE_URL") {
-                Ok(server) => run_postgres(&server, seconds).await,
-                Err(_) => println!("postgres: skipped (TEST_DATABASE_URL not set)"),
-            }
+        if runs("postgres")
+            && let Some(server) = &postgres
+        {
+            let database = PostgresDatabase::create(server, "ingest").await;
+            run_daemon("postgres", &database.url, seconds).await;
+            database.drop().await;
         }
     });
 }
 
-/// Runs the daemon on a database of its own on `server`, dropped afterwards.
-async fn run_postgres(server: &str, seconds: u64) {
-    let name = format!("sb_ingest_{}", std::process::id());
-    admin(server, &format!("CREATE DATABASE {name}")).await;
-    let url = format!(
-        "{}/{name}",
-        server.rsplit_once('/').map_or(server, |(b, _)| b)
-    );
-    run_daemon("postgres", &url, seconds).await;
-    admin(server, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+/// A database of its own on the PostgreSQL `server`, for one run.
+struct PostgresDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    async fn create(server: &str, run: &str) -> Self {
+        let name = format!("sb_{run}_{}", std::process::id());
+        admin(server, &format!("CREATE DATABASE {name}")).await;
+        let url = format!(
+            "{}/{name}",
+            server.rsplit_once('/').map_or(server, |(b, _)| b)
+        );
+        Self {
+            server: server.to_string(),
+            name,
+            url,
+        }
+    }
+
+    async fn drop(self) {
+        admin(
+            &self.server,
+            &format!("DROP DATABASE {} WITH (FORCE)", self.name),
+        )
+        .await;
+    }
 }
 
 async fn admin(server: &str, sql: &str) {
@@ -335,6 +373,93 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
     );
     shutdown.trigger();
     let _ = task.await;
+}
+
+const FLOOR_ORGANIZATION: &str = "019ae2f0-4c1a-7d3e-9b52-6f0e8a1c2d34";
+const FLOOR_INTEGRATION: &str = "019ae2f0-4c1b-7a11-8e27-3b9d5f6a7c80";
+
+/// An event handed to the floor's batcher, and where its outcome goes.
+type Handed = (events::NewEvent, tokio::sync::oneshot::Sender<bool>);
+
+/// The floor: a bare handler over the daemon's group commit (see the module comment).
+async fn run_floor(backend: &str, database_url: &str, seconds: u64) {
+    let store = Store::connect(&DatabaseConfig {
+        url: Secret::new(database_url),
+        max_connections: 16,
+        ..DatabaseConfig::default()
+    })
+    .expect("store");
+    store.migrate().await.expect("migrated");
+    // One batch at a time, as the inbox writes them: whatever queued meanwhile.
+    let (hand, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+    let batches = store.clone();
+    tokio::spawn(async move {
+        let mut queued = Vec::new();
+        while handed.recv_many(&mut queued, 256).await > 0 {
+            let (batch, replies): (Vec<_>, Vec<_>) = queued.drain(..).unzip();
+            let settled = vec![true; batch.len()];
+            events::write_batch(&batches, batch, &settled, Vec::new(), move |written| {
+                let stored = written.is_ok();
+                for reply in replies {
+                    let _ = reply.send(stored);
+                }
+            })
+            .await;
+        }
+    });
+    let secret = Secret::new("whsec_Zmxvb3Itc2VjcmV0LWZvci10aGUtYmVuY2g=");
+    let key = secret.clone();
+    let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let (hand, key) = (hand.clone(), key.clone());
+        async move {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let Ok(timestamp) = standard_webhooks::verify(
+                &key,
+                header(standard_webhooks::ID),
+                header(standard_webhooks::TIMESTAMP),
+                header(standard_webhooks::SIGNATURE),
+                &body,
+                Duration::from_secs(300),
+                standard_webhooks::unix_now(),
+            ) else {
+                return axum::http::StatusCode::UNAUTHORIZED;
+            };
+            // The row the daemon writes: owned by an organization and an integration.
+            let event = events::NewEvent {
+                organization_id: Some(FLOOR_ORGANIZATION.into()),
+                integration_id: Some(FLOOR_INTEGRATION.into()),
+                connector_type: "webhook".into(),
+                event_type: "order.created".into(),
+                delivery_id: header(standard_webhooks::ID).unwrap_or_default().into(),
+                payload: String::from_utf8_lossy(&body).into_owned(),
+                occurred_at: chrono::DateTime::from_timestamp(timestamp, 0).map(|t| t.naive_utc()),
+            };
+            let (reply, stored) = tokio::sync::oneshot::channel();
+            let _ = hand.send((event, reply));
+            match stored.await {
+                Ok(true) => axum::http::StatusCode::OK,
+                _ => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            }
+        }
+    };
+    let app = axum::Router::new().route("/hook", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("floor.lua");
+    let count = script(&path, &secret, REQUESTS);
+    let url = format!("http://{addr}/hook");
+    let result = tokio::task::spawn_blocking(move || wrk(&url, &path, seconds))
+        .await
+        .expect("wrk");
+    let stored = events::list(&store, None, None, 1_000_000)
+        .await
+        .expect("events")
+        .len();
+    println!("floor, {backend}: {result}; {stored} events stored (of {count} distinct ids)");
 }
 
 /// The report named `name` in the admin health tree.
