@@ -236,18 +236,20 @@ async fn run_ceiling(seconds: u64) -> WrkResult {
         "/hook",
         axum::routing::post(|_: axum::body::Bytes| async { "ok" }),
     );
+    let secret = Secret::new("whsec_Y2VpbGluZy1zZWNyZXQtbm90LWNoZWNrZWQ=");
+    load(app, &secret, seconds).await
+}
+
+/// Serves `app` on loopback and loads its `/hook` with wrk, requests signed with `secret`.
+async fn load(app: axum::Router, secret: &Secret, seconds: u64) -> WrkResult {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("ceiling.lua");
-    script(
-        &path,
-        &Secret::new("whsec_Y2VpbGluZy1zZWNyZXQtbm90LWNoZWNrZWQ="),
-        REQUESTS,
-    );
+    let path = dir.path().join("load.lua");
+    script(&path, secret, REQUESTS);
     let url = format!("http://{addr}/hook");
     tokio::task::spawn_blocking(move || wrk(&url, &path, seconds))
         .await
@@ -443,23 +445,12 @@ async fn run_floor(backend: &str, database_url: &str, seconds: u64) {
         }
     };
     let app = axum::Router::new().route("/hook", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("floor.lua");
-    let count = script(&path, &secret, REQUESTS);
-    let url = format!("http://{addr}/hook");
-    let result = tokio::task::spawn_blocking(move || wrk(&url, &path, seconds))
-        .await
-        .expect("wrk");
+    let result = load(app, &secret, seconds).await;
     let stored = events::list(&store, None, None, 1_000_000)
         .await
         .expect("events")
         .len();
-    println!("floor, {backend}: {result}; {stored} events stored (of {count} distinct ids)");
+    println!("floor, {backend}: {result}; {stored} events stored (of {REQUESTS} distinct ids)");
 }
 
 /// The report named `name` in the admin health tree.
