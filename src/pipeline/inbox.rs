@@ -6,10 +6,11 @@
 //! after the actor last looked sends it a `Queued`, and it takes every event queued
 //! meanwhile. Events that arrive while the store is busy wait there; the next flush
 //! writes all of them in one transaction (up to `max_batch`), so that the write rate
-//! grows with concurrency instead of being capped by one commit per event. One batch is written at a time (two transactions on two
-//! connections could commit out of order), and its events are acknowledged once it is
-//! durable: on PostgreSQL that is when it commits; on SQLite the next batch is already
-//! being committed while the last one's WAL is synced.
+//! grows with concurrency instead of being capped by one commit per event. One batch
+//! is written at a time (two transactions on two connections could commit out of
+//! order), and its events are acknowledged once it is durable: on PostgreSQL that is
+//! when it commits; on SQLite the next batch is already being committed while the
+//! last one's WAL is synced.
 //!
 //! It is also the one writer of processing results on the hot path: integration actors
 //! hand it the ids of the events they processed ([`record_done`]) and the next flush
