@@ -245,7 +245,6 @@ impl ActorTree {
         let context = connectors::ConnectorContext {
             store: services.store.clone(),
             intake: Arc::clone(&intake),
-            registry: registry.clone(),
             daemon: Arc::clone(&daemon_services) as Arc<dyn connectors::DaemonServices>,
         };
         let mut names = Vec::new();

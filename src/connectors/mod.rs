@@ -224,7 +224,6 @@ pub struct ConnectorContext {
     pub store: crate::store::Store,
     /// Where received events are handed to the inbox.
     pub intake: Arc<crate::pipeline::inbox::Intake>,
-    pub registry: switchboard_actors::Registry,
     pub daemon: Arc<dyn DaemonServices>,
 }
 

@@ -480,8 +480,7 @@ mod tests {
         assert!(stored.is_ok_and(|s| !s.duplicate));
 
         // The inbox is gone (it crashed, say): senders wait instead of being refused.
-        first.kill();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        first.kill_and_wait(None).await.unwrap();
         let senders: Vec<_> = (0..10)
             .map(|n| {
                 let intake = Arc::clone(&intake);
@@ -495,7 +494,12 @@ mod tests {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..200 {
+            if intake.len() == 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(intake.len(), 10, "queued, not refused");
 
         let second = start_inbox(&args, &registry).await;

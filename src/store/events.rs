@@ -196,19 +196,25 @@ async fn write_batch_postgres(
 ) -> Result<Vec<Stored>, StoreError> {
     use diesel::result::{DatabaseErrorKind, Error};
     let mut pooled = pool.get().await?;
+    // The statement variant for this batch: with the `done` update only when there are
+    // processed events to mark (see `PgGroupCommit`), run by `$run` (execute or load).
+    macro_rules! group_commit {
+        ($skip_duplicates:literal, $run:ident) => {
+            if done.is_empty() {
+                PgGroupCommit::<false, $skip_duplicates>::new(&rows, &done, at)
+                    .$run(&mut pooled)
+                    .await
+            } else {
+                PgGroupCommit::<true, $skip_duplicates>::new(&rows, &done, at)
+                    .$run(&mut pooled)
+                    .await
+            }
+        };
+    }
     // Most batches hold no redelivery: a plain insert first, and the statement that
     // skips duplicates only when it fails on one (it failed whole: nothing is stored,
     // and the events of `done` are not marked yet).
-    let plain = if done.is_empty() {
-        PgGroupCommit::<false, false>::new(&rows, &done, at)
-            .execute(&mut pooled)
-            .await
-    } else {
-        PgGroupCommit::<true, false>::new(&rows, &done, at)
-            .execute(&mut pooled)
-            .await
-    };
-    match plain {
+    match group_commit!(false, execute) {
         Ok(_) => {
             return Ok(rows
                 .iter()
@@ -221,15 +227,7 @@ async fn write_batch_postgres(
         Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {}
         Err(error) => return Err(error.into()),
     }
-    let inserted: Vec<String> = if done.is_empty() {
-        PgGroupCommit::<false, true>::new(&rows, &done, at)
-            .load(&mut pooled)
-            .await?
-    } else {
-        PgGroupCommit::<true, true>::new(&rows, &done, at)
-            .load(&mut pooled)
-            .await?
-    };
+    let inserted: Vec<String> = group_commit!(true, load)?;
     let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
     // The rows the INSERT did not return are duplicates: committed, so read after.
     let mut stored = Vec::with_capacity(rows.len());
