@@ -433,6 +433,7 @@ async fn run_floor(backend: &str, database_url: &str, seconds: u64) {
                 connector_type: "webhook".into(),
                 event_type: "order.created".into(),
                 delivery_id: header(standard_webhooks::ID).unwrap_or_default().into(),
+                delivery_scope: events::DeliveryScope::Integration,
                 payload: String::from_utf8_lossy(&body).into_owned(),
                 occurred_at: chrono::DateTime::from_timestamp(timestamp, 0).map(|t| t.naive_utc()),
             };

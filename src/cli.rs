@@ -201,6 +201,12 @@ impl Cli {
             }
             Command::Keys { config, command } => {
                 admin_command(&config.config, |store, loaded| async move {
+                    // A running daemon rotates itself: its next encryption is under the
+                    // new key. Without one reachable, the rotation is done here and
+                    // running daemons follow it within `vault::ACTIVE_KEY_CHECK`.
+                    if matches!(command, KeysCommand::Rotate) && rotate_in_daemon(&loaded).await? {
+                        return Ok(());
+                    }
                     store.migrate().await?;
                     let (ready, store_ready) = tokio::sync::watch::channel(true);
                     let (vault, actor) = Vault::spawn(VaultArgs {
@@ -289,6 +295,72 @@ impl Cli {
                     }
                 })
             }
+        }
+    }
+}
+
+/// Asks the daemon on `admin.listen` to rotate the data key and waits for its
+/// report. `false` when no daemon answers there (the caller rotates itself).
+async fn rotate_in_daemon(config: &Config) -> anyhow::Result<bool> {
+    let mut addr = config.admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let with_token = |request: reqwest::RequestBuilder| match &config.admin.token {
+        Some(token) => request.bearer_auth(token.expose()),
+        None => request,
+    };
+    let started = match with_token(http.post(format!("http://{addr}/admin/vault/rotate")))
+        .send()
+        .await
+    {
+        Ok(response) => response,
+        Err(error) if error.is_connect() => return Ok(false),
+        Err(error) => anyhow::bail!("the daemon at {addr} did not answer: {error}"),
+    };
+    let status = started.status();
+    let answer: serde_json::Value = started.json().await.unwrap_or_default();
+    if status != reqwest::StatusCode::ACCEPTED {
+        anyhow::bail!(
+            "the daemon at {addr} refused the rotation ({status}): {}",
+            answer["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given")
+        );
+    }
+    eprintln!(
+        "the daemon at {addr} is rotating to key {}",
+        answer["new_key_id"].as_str().unwrap_or("?")
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let vault: serde_json::Value = with_token(http.get(format!("http://{addr}/admin/vault")))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let rotation = &vault["rotation"];
+        match rotation["state"].as_str() {
+            Some("running") => continue,
+            Some("done") => {
+                let report = &rotation["report"];
+                println!(
+                    "new active key {}: {} credential(s) re-encrypted, {} failed, in {}",
+                    rotation["new_key_id"].as_str().unwrap_or("?"),
+                    report["reencrypted"],
+                    report["failed"],
+                    report["took"].as_str().unwrap_or("?"),
+                );
+                return Ok(true);
+            }
+            _ => anyhow::bail!(
+                "the rotation failed in the daemon (credentials stay readable; it resumes at the next start): {}",
+                rotation["error"].as_str().unwrap_or("no reason given")
+            ),
         }
     }
 }

@@ -14,13 +14,14 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::Rng;
-use switchboard_actors::{
-    Backoff, BreakerConfig, ChildSpec, CircuitBreaker, HealthReport, RateLimiter, Status, Timestamp,
-};
+use switchboard_actors::{Backoff, BreakerConfig, ChildSpec, HealthReport, Status, Timestamp};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::connectors::{Connector, ConnectorError, CredentialValue, Credentials, EventEffect};
+use crate::connectors::{
+    Connector, ConnectorError, CredentialValue, Credentials, EventEffect, GateError as CallError,
+    ProviderGate,
+};
 use crate::pipeline::{Envelope, Pipeline, inbox};
 use crate::secret::Secret;
 use crate::store::events;
@@ -252,8 +253,9 @@ pub struct IntegrationState {
     integration: Integration,
     services: Arc<IntegrationServices>,
     expires_at: Option<NaiveDateTime>,
-    breaker: CircuitBreaker,
-    limiter: RateLimiter<()>,
+    /// The breaker and rate limit around every request to the provider, this actor's
+    /// own (validate, refresh) and those its connector's event handler makes.
+    provider: ProviderGate,
     last_validated_at: Option<Timestamp>,
     last_refreshed_at: Option<Timestamp>,
     last_error: Option<String>,
@@ -267,43 +269,13 @@ pub struct IntegrationState {
 
 type Timer = JoinHandle<Result<(), ractor::MessagingErr<IntegrationMsg>>>;
 
-/// A provider call refused before it was made, or failed.
-enum CallError {
-    Refused(String),
-    Failed(ConnectorError),
-}
-
-impl CallError {
-    fn message(&self) -> String {
-        match self {
-            CallError::Refused(reason) => reason.clone(),
-            CallError::Failed(error) => error.to_string(),
-        }
-    }
-}
-
 impl IntegrationState {
     /// Runs one provider call through the limiter and the breaker.
     async fn call_provider<T>(
-        &mut self,
+        &self,
         call: impl Future<Output = Result<T, ConnectorError>>,
     ) -> Result<T, CallError> {
-        self.limiter.acquire(&()).await;
-        self.breaker
-            .try_acquire()
-            .map_err(|rejected| CallError::Refused(rejected.to_string()))?;
-        let result = call.await;
-        match &result {
-            Err(error) if error.is_provider_failure() => {
-                self.breaker.record_failure();
-                if let ConnectorError::RateLimited { retry_after } = error {
-                    self.limiter.block_for(*retry_after);
-                }
-            }
-            // The provider answered: a rejected credential says nothing of its health.
-            _ => self.breaker.record_success(),
-        }
-        result.map_err(CallError::Failed)
+        self.provider.guard(call).await
     }
 
     fn schedule_refresh(&mut self, myself: &ActorRef<IntegrationMsg>, delay: Duration) {
@@ -490,10 +462,12 @@ impl IntegrationState {
             );
             let envelope = (credentials.is_some() || routed).then(|| Envelope::from_event(&event));
             let handled = match (&credentials, &envelope) {
-                (Some(credentials), Some(envelope)) => {
-                    self.call_provider(connector.handle_event(credentials, envelope))
-                        .await
-                }
+                // Not under the limiter as a whole: the handler runs each provider
+                // request it makes through the gate, and one that makes none is free.
+                (Some(credentials), Some(envelope)) => connector
+                    .handle_event(credentials, envelope, &self.provider)
+                    .await
+                    .map_err(CallError::Failed),
                 _ => Ok(EventEffect::None),
             };
             let outcome = match handled {
@@ -501,6 +475,11 @@ impl IntegrationState {
                     Some(envelope) => pipeline.routes.dispatch(envelope).await.map(|_| effect),
                     None => Ok(effect),
                 },
+                Err(CallError::Failed(ConnectorError::QuotaSpent { retry_after })) => {
+                    // Not a failure: this event and the later ones wait for the quota.
+                    wait = Some(retry_after);
+                    break;
+                }
                 Err(error) => {
                     if let CallError::Failed(ConnectorError::Unauthorized(reason)) = &error {
                         self.credentials_rejected(myself, reason).await;
@@ -689,8 +668,8 @@ impl IntegrationState {
         .with_detail("last_validated_at", self.last_validated_at)
         .with_detail("last_refreshed_at", self.last_refreshed_at)
         .with_detail("refresh_failures", self.refresh_failures)
-        .with_detail("limiter", self.limiter.snapshot());
-        report.breaker = Some(self.breaker.snapshot());
+        .with_detail("limiter", self.provider.limiter());
+        report.breaker = Some(self.provider.breaker());
         report.last_error = self.last_error.clone();
         report
     }
@@ -708,8 +687,10 @@ impl Actor for IntegrationActor {
     ) -> Result<IntegrationState, ActorProcessingErr> {
         let services = args.services;
         Ok(IntegrationState {
-            breaker: CircuitBreaker::new(services.breaker.clone()),
-            limiter: RateLimiter::new(services.connector.tenant_quota()),
+            provider: ProviderGate::new(
+                services.breaker.clone(),
+                services.connector.tenant_quota(),
+            ),
             integration: args.integration,
             expires_at: args.expires_at,
             services,

@@ -272,6 +272,79 @@ async fn an_installation_bound_to_another_organization_is_refused() {
     daemon.stop().await;
 }
 
+/// GitHub's quota (5,000 requests an hour per installation) is spent on requests, not
+/// on events: handling a push makes none, so a busy installation's backlog is processed
+/// at once instead of 1.4 events a second after the first 5,000.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_installations_events_are_not_held_to_the_api_quota() {
+    use switchboard::store::events::{self, DeliveryScope, NewEvent};
+    const EVENTS: usize = 20_000;
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 1);
+    let daemon = daemon(&github).await;
+    let (organization, token) = daemon.organization("Acme").await;
+    let integration = connect(&daemon, &token, 42).await;
+    let id = integration["id"].as_str().unwrap().to_string();
+    let requests_before = github.state.requests.load(Ordering::SeqCst);
+
+    // A backlog, as ingress stores pushes (written straight to the inbox's table here,
+    // so that the test measures processing, not 20,000 HTTP requests).
+    let push = serde_json::to_string(&json!({
+        "ref": "refs/heads/main", "repository": {"full_name": "acme/repo-001"},
+        "installation": {"id": 42}, "commits": []
+    }))
+    .unwrap();
+    for chunk in 0..EVENTS / 1000 {
+        let batch = (0..1000)
+            .map(|n| NewEvent {
+                organization_id: Some(organization.clone()),
+                integration_id: Some(id.clone()),
+                connector_type: "github".into(),
+                event_type: "push".into(),
+                delivery_id: format!("push-{chunk}-{n}"),
+                delivery_scope: DeliveryScope::Provider,
+                payload: push.clone(),
+                occurred_at: None,
+            })
+            .collect();
+        events::write_batch_durably(&daemon.store, batch, &[], Vec::new())
+            .await
+            .unwrap();
+    }
+    // The integration's actor drains what arrived while it was down as it starts.
+    let (status, _) = daemon
+        .post_json(&format!("/admin/integrations/{id}/restart"))
+        .await;
+    assert_eq!(status, 200);
+    let mut left = EVENTS;
+    for _ in 0..600 {
+        left = events::pending(&daemon.store, &id, EVENTS as i64)
+            .await
+            .unwrap()
+            .len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "events still pending after a minute");
+    let done = events::list(
+        &daemon.store,
+        Some(events::DONE),
+        Some(&id),
+        EVENTS as i64 + 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.len(), EVENTS);
+    assert_eq!(
+        github.state.requests.load(Ordering::SeqCst) - requests_before,
+        0,
+        "handling pushes asked GitHub nothing"
+    );
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_are_verified_stored_once_and_routed_by_installation() {
     let github = FakeGithub::start().await;
@@ -626,7 +699,11 @@ mod connector {
             received_at: "2026-11-23T00:00:00Z".into(),
             payload,
         };
-        let effect = connector.handle_event(&integration, &event).await.unwrap();
+        let provider = switchboard::connectors::ProviderGate::new(Default::default(), None);
+        let effect = connector
+            .handle_event(&integration, &event, &provider)
+            .await
+            .unwrap();
         assert_eq!(
             effect,
             switchboard::connectors::EventEffect::Metadata(json!({

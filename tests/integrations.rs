@@ -592,3 +592,75 @@ async fn a_large_connector_is_listed_a_page_at_a_time() {
     }
     daemon.stop().await;
 }
+
+/// The provider's quota is spent on the requests a handler makes, not on events: with
+/// a quota of 5 a minute, events that make no request are all processed, and those
+/// that make one stop at the quota (later ones wait for it, in order).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quota_limits_provider_requests_not_events() {
+    use switchboard::store::events::{self, DeliveryScope, NewEvent};
+    let quota = switchboard_actors::Quota::per_minute(std::num::NonZeroU32::new(5).unwrap());
+    let connector = Arc::new(TestConnector::with_quota(quota));
+    let daemon = daemon_with(
+        Arc::clone(&connector),
+        "[integrations]\nvalidation_spread = \"0s\"\n",
+    )
+    .await;
+    let (org, token) = daemon.organization("Acme").await;
+    let integration = connect(&daemon, &token).await;
+    let id = integration["id"].as_str().unwrap().to_string();
+
+    let event = |n: usize, event_type: &str| NewEvent {
+        organization_id: Some(org.clone()),
+        integration_id: Some(id.clone()),
+        connector_type: "acme".into(),
+        event_type: event_type.into(),
+        delivery_id: format!("d-{n}"),
+        delivery_scope: DeliveryScope::Provider,
+        payload: "{}".into(),
+        occurred_at: None,
+    };
+    let batch: Vec<NewEvent> = (0..200)
+        .map(|n| event(n, "note.added"))
+        .chain((200..220).map(|n| event(n, "api.call")))
+        .collect();
+    events::write_batch_durably(&daemon.store, batch, &[], Vec::new())
+        .await
+        .unwrap();
+    // A new actor (and quota) drains the backlog as it starts; its start-up validation
+    // is a request too.
+    let validations = connector.validations.load(Ordering::SeqCst);
+    let (status, _) = daemon
+        .post_json(&format!("/admin/integrations/{id}/restart"))
+        .await;
+    assert_eq!(status, 200);
+    let requests = || {
+        connector.api_requests.load(Ordering::SeqCst) + connector.validations.load(Ordering::SeqCst)
+            - validations
+    };
+    let done = || async {
+        events::list(&daemon.store, Some(events::DONE), Some(&id), 1000)
+            .await
+            .unwrap()
+            .len()
+    };
+    common::until("the quota is spent", || async { requests() == 5 }).await;
+    let api = connector.api_requests.load(Ordering::SeqCst) as usize;
+    common::until(
+        "the 200 free events and the allowed requests are done",
+        || async { done().await == 200 + api },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(requests(), 5, "no request beyond the quota");
+    assert_eq!(done().await, 200 + api);
+    assert_eq!(
+        events::pending(&daemon.store, &id, 1000)
+            .await
+            .unwrap()
+            .len(),
+        20 - api,
+        "the rest wait for the quota, in order"
+    );
+    daemon.stop().await;
+}

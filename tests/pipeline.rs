@@ -42,9 +42,23 @@ async fn setup(backend: Db, pipeline: &str) -> Option<Setup> {
     let daemon = TestDaemon::start_on(db.config.url.expose(), &extra).await;
     daemon.ready().await;
 
+    let (url, secret, integration_id) = connect_webhook(&daemon, token.expose()).await;
+    Some(Setup {
+        daemon,
+        receiver,
+        url,
+        secret,
+        integration_id,
+        _db: db,
+    })
+}
+
+/// Connects a generic webhook for the organization of `token`: its URL (on the test
+/// daemon's port), signing secret and integration id.
+async fn connect_webhook(daemon: &TestDaemon, token: &str) -> (String, Secret, String) {
     let (status, started) = daemon
         .call_api(
-            token.expose(),
+            token,
             "/integrations/authorize",
             json!({"connector_type": "webhook"}),
         )
@@ -56,7 +70,7 @@ async fn setup(backend: Db, pipeline: &str) -> Option<Setup> {
     );
     let (status, done) = daemon
         .call_api(
-            token.expose(),
+            token,
             "/integrations/callback",
             json!({"connector_type": "webhook", "state": started["state"]}),
         )
@@ -72,14 +86,7 @@ async fn setup(backend: Db, pipeline: &str) -> Option<Setup> {
         done["integration"]["metadata"]["url"],
         done["reveal"]["url"]
     );
-    Some(Setup {
-        daemon,
-        receiver,
-        url,
-        secret,
-        integration_id,
-        _db: db,
-    })
+    (url, secret, integration_id)
 }
 
 async fn events_of(setup: &Setup, status: &str) -> Vec<Value> {
@@ -342,6 +349,177 @@ async fn only_correctly_signed_webhooks_are_stored(#[case] backend: Db) {
             .collect::<Vec<_>>(),
         ["msg_ok"],
         "nothing refused was stored"
+    );
+    setup.daemon.stop().await;
+}
+
+/// A webhook-id is chosen by each tenant's own sender: two organizations sending the
+/// same one both have their event stored, and each is answered with its own event's id,
+/// never the other's.
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_webhook_id_from_two_organizations_is_stored_for_each(#[case] backend: Db) {
+    let Some(setup) = setup(backend, "").await else {
+        return;
+    };
+    let (_, other_token) = setup.daemon.organization("Globex").await;
+    let (other_url, other_secret, other_integration) =
+        connect_webhook(&setup.daemon, &other_token).await;
+    let http = reqwest::Client::new();
+    let now = unix_now();
+    let body = order(1);
+    let (status, first) = send(
+        &http,
+        &setup.url,
+        &setup.secret,
+        "order-1001",
+        now,
+        &body,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &first["duplicate"]),
+        (200, &json!(false)),
+        "{first}"
+    );
+    let (status, second) = send(
+        &http,
+        &other_url,
+        &other_secret,
+        "order-1001",
+        now,
+        &body,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &second["duplicate"]),
+        (200, &json!(false)),
+        "{second}"
+    );
+    assert_ne!(first["id"], second["id"], "each tenant gets its own event");
+    // A redelivery within one integration is still a duplicate, answered with its own id.
+    let (_, again) = send(
+        &http,
+        &other_url,
+        &other_secret,
+        "order-1001",
+        now,
+        &body,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (&again["duplicate"], &again["id"]),
+        (&json!(true), &second["id"])
+    );
+
+    for (integration, answered) in [
+        (&setup.integration_id, &first),
+        (&other_integration, &second),
+    ] {
+        let stored = events::list(&setup.daemon.store, None, Some(integration), 10)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1, "{integration}: {stored:?}");
+        assert_eq!(stored[0].id, answered["id"].as_str().unwrap());
+        assert_eq!(stored[0].delivery_id, "order-1001");
+    }
+    setup.daemon.stop().await;
+}
+
+/// Delivery ids that are empty or over-long are refused with a clear 400, and a body
+/// that is not UTF-8 with a 415: nothing of them is stored. A UTF-8 body is stored
+/// exactly as it was signed.
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_ids_and_bodies_are_refused_and_text_is_stored_exactly(#[case] backend: Db) {
+    let Some(setup) = setup(backend, "").await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let now = unix_now();
+    let body = order(1);
+    let (status, answer) = send(&http, &setup.url, &setup.secret, "", now, &body, None).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty"),
+        "{answer}"
+    );
+    let long = "x".repeat(201);
+    let (status, answer) = send(&http, &setup.url, &setup.secret, &long, now, &body, None).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer"),
+        "{answer}"
+    );
+    let (status, _) = send(
+        &http,
+        &setup.url,
+        &setup.secret,
+        &"y".repeat(200),
+        now,
+        &body,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "an id of 200 bytes is kept");
+
+    // Latin-1 bytes: not UTF-8. Correctly signed, yet refused rather than altered.
+    let latin1: &[u8] = b"{\"type\":\"order.created\",\"name\":\"Jos\xe9\"}";
+    let signature = standard_webhooks::sign(&setup.secret, "msg_latin1", now, latin1).unwrap();
+    let response = http
+        .post(&setup.url)
+        .header(standard_webhooks::ID, "msg_latin1")
+        .header(standard_webhooks::TIMESTAMP, now.to_string())
+        .header(standard_webhooks::SIGNATURE, signature)
+        .body(latin1.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "unsupported_encoding", "{answer}");
+
+    let text = "{\"type\":\"order.created\",\"name\":\"José\",\"note\":\"\\u00e9 \\\\ ✓\"}";
+    let (status, stored) = send(
+        &http,
+        &setup.url,
+        &setup.secret,
+        "msg_utf8",
+        now,
+        text,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{stored}");
+
+    let all = events::list(&setup.daemon.store, None, Some(&setup.integration_id), 100)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = all.iter().map(|e| e.delivery_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        ["msg_utf8", "y".repeat(200).as_str()],
+        "nothing refused was stored"
+    );
+    let utf8 = all.iter().find(|e| e.delivery_id == "msg_utf8").unwrap();
+    assert_eq!(
+        utf8.payload.as_bytes(),
+        text.as_bytes(),
+        "stored byte for byte"
     );
     setup.daemon.stop().await;
 }

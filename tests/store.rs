@@ -437,6 +437,7 @@ async fn an_event_stored_after_its_integration_was_revoked_is_swept_to_dead(#[ca
         connector_type: "github".into(),
         event_type: "push".into(),
         delivery_id: delivery.into(),
+        delivery_scope: events::DeliveryScope::Provider,
         payload: "{}".into(),
         occurred_at: None,
     };
@@ -488,6 +489,7 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
         connector_type: "github".into(),
         event_type: "push".into(),
         delivery_id: delivery.into(),
+        delivery_scope: events::DeliveryScope::Provider,
         payload: payload.into(),
         occurred_at: Some(occurred),
     };

@@ -9,6 +9,7 @@
 //! plainly that it is not available instead of pretending to connect.
 
 mod config;
+mod gate;
 pub mod github;
 pub mod slack;
 pub mod webhook;
@@ -29,6 +30,7 @@ pub use config::{
     AwsConfig, ConnectorsConfig, DatadogConfig, GcpConfig, GithubConfig, PagerdutyConfig,
     SlackConfig, WebhookConfig,
 };
+pub use gate::{GateError, ProviderGate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -185,6 +187,10 @@ pub enum ConnectorError {
     Unavailable(String),
     #[error("not supported by this connector")]
     NotSupported,
+    /// The integration's own quota for the provider is spent: the request was not
+    /// made. The event waits (no attempt is counted) and is handled again after this.
+    #[error("the provider quota is spent until {retry_after:?} from now")]
+    QuotaSpent { retry_after: Duration },
 }
 
 impl ConnectorError {
@@ -276,13 +282,16 @@ pub trait Connector: std::any::Any + Send + Sync + 'static {
     }
 
     /// Handles one of the integration's events (already durable), before the routes
-    /// see it, with the integration's credentials. An `Err` fails this attempt; the
+    /// see it, with the integration's credentials. Every request it makes to the
+    /// provider goes through `provider` (the integration's breaker and rate limit);
+    /// handling that makes none costs no quota. An `Err` fails this attempt; the
     /// event is retried. What it asks of the integration (revoke it, update its
     /// metadata) comes back as an [`EventEffect`] that the integration actor applies.
     async fn handle_event(
         &self,
         _integration: &Credentials,
         _event: &Envelope,
+        _provider: &ProviderGate,
     ) -> Result<EventEffect, ConnectorError> {
         Ok(EventEffect::None)
     }

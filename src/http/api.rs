@@ -581,7 +581,8 @@ fn connector_error(error: ConnectorError) -> ApiError {
             "provider_refused",
             message,
         ),
-        ConnectorError::RateLimited { retry_after } => ApiError::new(
+        ConnectorError::RateLimited { retry_after }
+        | ConnectorError::QuotaSpent { retry_after } => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!(

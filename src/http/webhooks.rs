@@ -25,7 +25,7 @@ use crate::integration::{CredentialStore, VaultCredentials};
 use crate::lock;
 use crate::pipeline::{inbox, standard_webhooks};
 use crate::secret::Secret;
-use crate::store::events::{self, NewEvent};
+use crate::store::events::{self, DeliveryScope, NewEvent};
 use crate::store::{Store, integrations};
 use crate::tree::ActorTree;
 
@@ -169,6 +169,35 @@ async fn store_event(
     Ok(stored)
 }
 
+/// The longest delivery id kept: providers' ids are GUIDs and short strings.
+pub const MAX_DELIVERY_ID: usize = 200;
+
+/// A delivery id as a sender gave it in `what`: present, not empty, not over-long.
+fn delivery_id(what: &str, value: Option<&str>) -> Result<String, ApiError> {
+    let refuse =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    match value {
+        None => Err(refuse(format!("missing {what}"))),
+        Some("") => Err(refuse(format!("{what} is empty"))),
+        Some(id) if id.len() > MAX_DELIVERY_ID => Err(refuse(format!(
+            "{what} is longer than {MAX_DELIVERY_ID} bytes"
+        ))),
+        Some(id) => Ok(id.to_string()),
+    }
+}
+
+/// The body as the text it is stored as, byte for byte: a body that is not UTF-8 is
+/// refused rather than altered (the durable copy must be what the sender signed).
+fn utf8_payload(body: &Bytes) -> Result<String, ApiError> {
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            "the body is not UTF-8 text; switchboard stores payloads exactly as signed, as text",
+        )
+    })
+}
+
 fn stored_json(stored: &events::Stored) -> Json<serde_json::Value> {
     Json(json!({"id": stored.id, "duplicate": stored.duplicate}))
 }
@@ -203,12 +232,10 @@ async fn github(
         // GitHub's check that the hook works: nothing to store.
         return Ok(Json(json!({"ok": true})));
     }
-    let delivery_id = header("x-github-delivery")
-        .filter(|d| !d.is_empty() && d.len() <= 200)
-        .ok_or_else(|| bad_request("missing X-GitHub-Delivery"))?
-        .to_string();
+    let delivery_id = delivery_id("X-GitHub-Delivery", header("x-github-delivery"))?;
+    let text = utf8_payload(&body)?;
     let payload: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|_| bad_request("the body is not JSON"))?;
+        serde_json::from_str(&text).map_err(|_| bad_request("the body is not JSON"))?;
     let installation = payload
         .pointer("/installation/id")
         .and_then(|id| id.as_u64())
@@ -227,7 +254,8 @@ async fn github(
         connector_type: github::NAME.to_string(),
         event_type: github::events::event_type(name, &payload),
         delivery_id,
-        payload: String::from_utf8_lossy(&body).into_owned(),
+        delivery_scope: DeliveryScope::Provider,
+        payload: text,
         occurred_at: None,
     };
     let stored = store_event(&state, event, started).await?;
@@ -280,16 +308,16 @@ async fn generic(
     };
     let timestamp = verified.map_err(invalid_signature)?;
 
-    let delivery_id = header(standard_webhooks::ID)
-        .unwrap_or_default()
-        .to_string();
+    let delivery_id = delivery_id(standard_webhooks::ID, header(standard_webhooks::ID))?;
     let event = NewEvent {
         organization_id: Some(integration.organization_id.clone()),
         integration_id: Some(integration.id.clone()),
         connector_type: webhook::NAME.to_string(),
         event_type: WebhookConnector::event_type(&body),
         delivery_id,
-        payload: String::from_utf8_lossy(&body).into_owned(),
+        // The sender chose this id: unique within this integration alone.
+        delivery_scope: DeliveryScope::Integration,
+        payload: utf8_payload(&body)?,
         occurred_at: chrono::DateTime::from_timestamp(timestamp, 0).map(|t| t.naive_utc()),
     };
     store_event(&state, event, started)
@@ -358,6 +386,7 @@ async fn store_slack(
         connector_type: slack::NAME.to_string(),
         event_type: classified.event_type,
         delivery_id,
+        delivery_scope: DeliveryScope::Provider,
         payload,
         occurred_at: None,
     };
@@ -399,11 +428,12 @@ async fn slack_events(
         .delivery_id
         .clone()
         .ok_or_else(|| bad_request("the event has no event_id"))?;
+    let delivery_id = self::delivery_id("event_id", Some(&delivery_id))?;
     let (stored, _) = store_slack(
         &state,
         classified,
         delivery_id,
-        String::from_utf8_lossy(&body).into_owned(),
+        utf8_payload(&body)?,
         started,
     )
     .await?;

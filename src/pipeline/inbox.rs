@@ -432,6 +432,7 @@ mod tests {
             connector_type: "webhook".into(),
             event_type: "order.created".into(),
             delivery_id: delivery.into(),
+            delivery_scope: events::DeliveryScope::Provider,
             payload: "{}".into(),
             occurred_at: None,
         }

@@ -99,7 +99,9 @@ pub fn verify(
         .parse()
         .map_err(|_| SignatureError::BadTimestamp)?;
     let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
-    if (now - timestamp).abs() > tolerance {
+    // Checked: a timestamp near i64::MIN or MAX must not wrap into the window.
+    let skew = now.checked_sub(timestamp).and_then(i64::checked_abs);
+    if skew.is_none_or(|skew| skew > tolerance) {
         return Err(SignatureError::StaleTimestamp);
     }
     let key = key(secret)?;
@@ -196,6 +198,45 @@ mod tests {
             check(signatures, body, secret, SPEC_TIMESTAMP + skew),
             expected
         );
+    }
+
+    /// A correctly signed message at `timestamp`, verified at `now` (5 minutes' tolerance).
+    fn verify_signed_at(timestamp: i64, now: i64) -> Result<i64, SignatureError> {
+        let secret = Secret::new(SPEC_SECRET);
+        let signature = sign(&secret, SPEC_ID, timestamp, SPEC_BODY.as_bytes()).unwrap();
+        verify(
+            &secret,
+            Some(SPEC_ID),
+            Some(&timestamp.to_string()),
+            Some(&signature),
+            SPEC_BODY.as_bytes(),
+            Duration::from_secs(300),
+            now,
+        )
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[rstest]
+    #[case::i64_min(i64::MIN, false)]
+    #[case::now_minus_two_to_the_63(NOW.wrapping_sub(i64::MIN), false)]
+    #[case::i64_max(i64::MAX, false)]
+    #[case::zero(0, false)]
+    #[case::just_too_old(NOW - 301, false)]
+    #[case::oldest_accepted(NOW - 300, true)]
+    #[case::now(NOW, true)]
+    #[case::newest_accepted(NOW + 300, true)]
+    #[case::just_too_new(NOW + 301, false)]
+    fn timestamps_at_the_edges_never_wrap_into_the_window(
+        #[case] timestamp: i64,
+        #[case] accepted: bool,
+    ) {
+        let verified = verify_signed_at(timestamp, NOW);
+        if accepted {
+            assert_eq!(verified, Ok(timestamp));
+        } else {
+            assert_eq!(verified, Err(SignatureError::StaleTimestamp));
+        }
     }
 
     #[test]

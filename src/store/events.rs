@@ -1,5 +1,6 @@
 //! The durable inbox: every event a provider sends is a row here before it is
-//! acknowledged. Rows are de-duplicated on (connector, delivery id), processed in
+//! acknowledged. Rows are de-duplicated on (connector, delivery scope, delivery id)
+//! (see [`DeliveryScope`]), processed in
 //! arrival order per integration (ids are time-ordered UUIDv7), retried, and end
 //! `done` or `dead`.
 
@@ -53,6 +54,22 @@ pub struct Event {
     pub processed_at: Option<NaiveDateTime>,
     /// When the provider says it happened.
     pub occurred_at: Option<NaiveDateTime>,
+    /// Where `delivery_id` is unique: `''` across the connector, or an integration's id
+    /// (see [`DeliveryScope`]).
+    pub delivery_scope: String,
+}
+
+/// Who chose an event's delivery id, and so where it must be unique. De-duplication
+/// never spans tenants: otherwise one tenant could suppress another's events by
+/// sending their ids first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryScope {
+    /// The provider, for all its tenants (GitHub's `X-GitHub-Delivery`, Slack's
+    /// `event_id`): unique per connector, so a redelivery is recognised even when the
+    /// integration it was routed to changed meanwhile (bound, revoked, re-authorized).
+    Provider,
+    /// The tenant's own sender (a generic webhook-id): unique per integration.
+    Integration,
 }
 
 /// An event as ingress hands it over.
@@ -63,8 +80,20 @@ pub struct NewEvent {
     pub connector_type: String,
     pub event_type: String,
     pub delivery_id: String,
+    /// Who chose `delivery_id`.
+    pub delivery_scope: DeliveryScope,
     pub payload: String,
     pub occurred_at: Option<NaiveDateTime>,
+}
+
+impl NewEvent {
+    /// The `delivery_scope` column's value: `''` or the integration's id.
+    fn scope_key(&self) -> String {
+        match self.delivery_scope {
+            DeliveryScope::Provider => String::new(),
+            DeliveryScope::Integration => self.integration_id.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// What became of one event of a batch.
@@ -75,12 +104,16 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
-/// The id under which an event with the same connector and delivery id is stored:
-/// where a redelivery finds the event it repeats, on either backend.
+/// The id under which an event with the same connector, scope and delivery id is
+/// stored: where a redelivery finds the event it repeats, on either backend.
 #[diesel::dsl::auto_type(no_type_alias)]
-fn existing_id<'a>(connector_type: &'a str, delivery_id: &'a str) -> _ {
+fn existing_id<'a>(row: &'a Event) -> _ {
+    let connector_type: &'a str = &row.connector_type;
+    let delivery_scope: &'a str = &row.delivery_scope;
+    let delivery_id: &'a str = &row.delivery_id;
     events::table
         .filter(events::connector_type.eq(connector_type))
+        .filter(events::delivery_scope.eq(delivery_scope))
         .filter(events::delivery_id.eq(delivery_id))
         .select(events::id)
 }
@@ -113,6 +146,7 @@ pub fn write_batch(
         .enumerate()
         .map(|(n, new)| {
             let settled = settled.get(n).copied().unwrap_or(false);
+            let delivery_scope = new.scope_key();
             Event {
                 id: new_ordered_id(),
                 organization_id: new.organization_id,
@@ -128,6 +162,7 @@ pub fn write_batch(
                 last_error: None,
                 processed_at: settled.then_some(at),
                 occurred_at: new.occurred_at,
+                delivery_scope,
             }
         })
         .collect();
@@ -150,7 +185,7 @@ pub fn write_batch(
             let id = if inserted == 1 {
                 row.id.clone()
             } else {
-                Sync::first::<String>(existing_id(&row.connector_type, &row.delivery_id), conn)?
+                Sync::first::<String>(existing_id(row), conn)?
             };
             stored.push(Stored {
                 duplicate: inserted != 1,
@@ -239,9 +274,7 @@ async fn write_batch_postgres(
             });
         } else {
             stored.push(Stored {
-                id: existing_id(&row.connector_type, &row.delivery_id)
-                    .first::<String>(&mut pooled)
-                    .await?,
+                id: existing_id(row).first::<String>(&mut pooled).await?,
                 duplicate: true,
             });
         }

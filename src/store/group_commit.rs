@@ -26,7 +26,7 @@ use super::events::{DONE, Event};
 /// The columns of a new event, in the order both statements give them.
 const COLUMNS: &str = "id, organization_id, integration_id, connector_type, event_type, \
      delivery_id, payload, received_at, status, attempts, next_attempt_at, last_error, \
-     processed_at, occurred_at";
+     processed_at, occurred_at, delivery_scope";
 
 /// Binds each value as its SQL type, the placeholders separated by commas.
 macro_rules! comma_separated_binds {
@@ -39,8 +39,9 @@ macro_rules! comma_separated_binds {
     };
 }
 
-/// A redelivery (same connector and delivery id) is skipped: not inserted, not returned.
-const ON_CONFLICT: &str = " ON CONFLICT (connector_type, delivery_id) DO NOTHING";
+/// A redelivery (same connector, scope and delivery id) is skipped: not inserted, not
+/// returned.
+const ON_CONFLICT: &str = " ON CONFLICT (connector_type, delivery_scope, delivery_id) DO NOTHING";
 
 /// PostgreSQL: inserts `rows` and, when `MARK_DONE`, marks `done` the events `done`
 /// names.
@@ -67,6 +68,7 @@ pub(super) struct PgGroupCommit<'a, const MARK_DONE: bool, const SKIP_DUPLICATES
     statuses: Vec<&'a str>,
     processed_at: Vec<Option<NaiveDateTime>>,
     occurred_at: Vec<Option<NaiveDateTime>>,
+    delivery_scopes: Vec<&'a str>,
     done: &'a [String],
     /// When the rows were received, and the `done` ones processed.
     at: NaiveDateTime,
@@ -89,6 +91,7 @@ impl<'a, const MARK_DONE: bool, const SKIP_DUPLICATES: bool>
             statuses: rows.iter().map(|r| r.status.as_str()).collect(),
             processed_at: rows.iter().map(|r| r.processed_at).collect(),
             occurred_at: rows.iter().map(|r| r.occurred_at).collect(),
+            delivery_scopes: rows.iter().map(|r| r.delivery_scope.as_str()).collect(),
             done,
             at,
         }
@@ -129,7 +132,9 @@ impl<const MARK_DONE: bool, const SKIP_DUPLICATES: bool> QueryFragment<Pg>
              delivery_id, payload, ",
         );
         out.push_bind_param::<Timestamp, _>(&self.at)?;
-        out.push_sql(", status, 0, NULL, NULL, processed_at, occurred_at FROM unnest(");
+        out.push_sql(
+            ", status, 0, NULL, NULL, processed_at, occurred_at, delivery_scope FROM unnest(",
+        );
         comma_separated_binds!(out,
             Array<Text> => &self.ids,
             Array<Nullable<Text>> => &self.organization_ids,
@@ -141,11 +146,12 @@ impl<const MARK_DONE: bool, const SKIP_DUPLICATES: bool> QueryFragment<Pg>
             Array<Text> => &self.statuses,
             Array<Nullable<Timestamp>> => &self.processed_at,
             Array<Nullable<Timestamp>> => &self.occurred_at,
+            Array<Text> => &self.delivery_scopes,
         );
         // unnest keeps the arrays' order: rows are inserted as the batch lists them.
         out.push_sql(
             ") AS batch(id, organization_id, integration_id, connector_type, event_type, \
-             delivery_id, payload, status, processed_at, occurred_at)",
+             delivery_id, payload, status, processed_at, occurred_at, delivery_scope)",
         );
         if SKIP_DUPLICATES {
             out.push_sql(ON_CONFLICT);
@@ -155,7 +161,7 @@ impl<const MARK_DONE: bool, const SKIP_DUPLICATES: bool> QueryFragment<Pg>
     }
 }
 
-/// SQLite: inserts one event unless its connector and delivery id are stored already
+/// SQLite: inserts one event unless its connector, scope and delivery id are stored already
 /// (executed, it counts 1 row inserted or 0).
 ///
 /// Its timestamps are bound as text written beforehand, in diesel's own format: diesel
@@ -219,6 +225,7 @@ impl QueryFragment<Sqlite> for SqliteInsert<'_> {
             Nullable<Text> => &row.last_error,
             Nullable<Text> => &self.processed_at,
             Nullable<Text> => &self.occurred_at,
+            Text => &row.delivery_scope,
         );
         out.push_sql(")");
         out.push_sql(ON_CONFLICT);

@@ -87,6 +87,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         processed_at -> Nullable<Timestamp>,
         occurred_at -> Nullable<Timestamp>,
+        delivery_scope -> Text,
     }
 }
 

@@ -29,6 +29,19 @@ pub async fn list(store: &Store) -> Result<Vec<VaultKeyRow>, StoreError> {
     Ok(keys)
 }
 
+/// The active data key's id, if there is one: what every process encrypts under.
+pub async fn active_id(store: &Store) -> Result<Option<String>, StoreError> {
+    let id = with_conn!(store, |conn| {
+        vault_keys::table
+            .filter(vault_keys::active.eq(true))
+            .select(vault_keys::id)
+            .first::<String>(conn)
+            .await
+            .optional()
+    })?;
+    Ok(id)
+}
+
 /// Inserts a new data key and makes it the only active one.
 pub async fn insert_active(store: &Store, key: &VaultKeyRow) -> Result<(), StoreError> {
     write_tx!(store, |conn| {

@@ -35,6 +35,11 @@ use keyring::Keyring;
 /// The vault's name in the actor tree and registry.
 pub const VAULT: &str = "vault";
 
+/// How often, at most, the vault asks the store which data key is active before it
+/// encrypts: a rotation made by another process (`switchboard keys rotate` with no
+/// daemon to ask, another node) is followed within this long.
+pub const ACTIVE_KEY_CHECK: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
     #[error("invalid master key: {0}")]
@@ -180,6 +185,8 @@ pub struct VaultState {
     args: VaultArgs,
     phase: Phase,
     attempts: u32,
+    /// When the active key was last compared with the store's.
+    active_checked_at: Option<tokio::time::Instant>,
 }
 
 impl VaultState {
@@ -219,6 +226,40 @@ impl VaultState {
 
     fn knows(&self, key_id: &str) -> bool {
         matches!(&self.phase, Phase::Ready(keyring) if keyring.get(key_id).is_some())
+    }
+
+    /// Before encrypting: follows a data key made active by another process (at most
+    /// one query per [`ACTIVE_KEY_CHECK`]). The credentials that process did not move
+    /// (those written here meanwhile) are then moved by a resumed rotation.
+    async fn follow_active_key(&mut self, myself: &ActorRef<VaultMsg>) {
+        let Phase::Ready(keyring) = &self.phase else {
+            return;
+        };
+        if self
+            .active_checked_at
+            .is_some_and(|at| at.elapsed() < ACTIVE_KEY_CHECK)
+        {
+            return;
+        }
+        self.active_checked_at = Some(tokio::time::Instant::now());
+        match vault_keys::active_id(&self.args.store).await {
+            Ok(Some(active)) if active != keyring.active_id() => {
+                match load_keyring(&self.args).await {
+                    Ok(keyring) => {
+                        info!(active_key = %keyring.active_id(), "following a data key rotated elsewhere");
+                        self.phase = Phase::Ready(keyring);
+                        let vault = Vault::direct(myself.clone());
+                        let (store, batch) = (self.args.store.clone(), self.args.rotation_batch);
+                        tokio::spawn(async move {
+                            rotation::resume_if_needed(&store, &vault, batch).await
+                        });
+                    }
+                    Err(error) => warn!(error = %error, "reloading the keyring failed"),
+                }
+            }
+            Ok(_) => {}
+            Err(error) => warn!(error = %error, "could not check the active data key"),
+        }
     }
 
     /// A key id we do not know may have been created by another process (a
@@ -393,6 +434,7 @@ impl Actor for CredentialVault {
             args,
             phase: Phase::Loading { last_error: None },
             attempts: 0,
+            active_checked_at: None,
         })
     }
 
@@ -409,6 +451,7 @@ impl Actor for CredentialVault {
                 }
             }
             VaultMsg::Encrypt(binding, plaintext, reply) => {
+                state.follow_active_key(&myself).await;
                 let _ = reply.send(state.encrypt(&binding, &plaintext));
             }
             VaultMsg::Decrypt(binding, sealed, reply) => {
@@ -416,6 +459,7 @@ impl Actor for CredentialVault {
                 let _ = reply.send(state.decrypt(&binding, &sealed));
             }
             VaultMsg::EncryptBatch(items, reply) => {
+                state.follow_active_key(&myself).await;
                 let sealed = items
                     .iter()
                     .map(|(binding, plaintext)| state.encrypt(binding, plaintext))
@@ -432,6 +476,7 @@ impl Actor for CredentialVault {
                 let _ = reply.send(plain);
             }
             VaultMsg::Reencrypt(items, reply) => {
+                state.follow_active_key(&myself).await;
                 let ids: Vec<&str> = items.iter().map(|(_, s)| s.key_id.as_str()).collect();
                 state.learn_keys(&ids).await;
                 let result = state.keyring().map(|_| {

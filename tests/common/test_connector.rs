@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use switchboard::connectors::{
     AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorError,
-    CredentialValue, Credentials,
+    CredentialValue, Credentials, EventEffect, ProviderGate,
 };
+use switchboard::pipeline::Envelope;
 use switchboard::secret::Secret;
+use switchboard_actors::Quota;
 
 pub const GOOD_CODE: &str = "code-from-the-provider";
 
@@ -26,6 +28,11 @@ pub struct TestConnector {
     pub refreshes: AtomicU32,
     pub validations: AtomicU32,
     pub revocations: AtomicU32,
+    /// The provider's per-tenant quota; with one, the connector handles events: an
+    /// `api.*` event makes one request to the provider, any other makes none.
+    pub quota: Option<Quota>,
+    /// Requests made by the event handler.
+    pub api_requests: AtomicU32,
     issued: AtomicU32,
 }
 
@@ -34,6 +41,15 @@ impl TestConnector {
         let connector = Self::default();
         *connector.token_lifetime.lock().unwrap() = Some(lifetime);
         connector
+    }
+
+    /// A connector whose provider allows `quota` requests per tenant, and that handles
+    /// events (see [`TestConnector::quota`]).
+    pub fn with_quota(quota: Quota) -> Self {
+        Self {
+            quota: Some(quota),
+            ..Self::default()
+        }
     }
 
     fn access_token(&self) -> CredentialValue {
@@ -136,5 +152,30 @@ impl Connector for TestConnector {
     async fn revoke(&self, _credentials: &Credentials) -> Result<(), ConnectorError> {
         self.revocations.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn tenant_quota(&self) -> Option<Quota> {
+        self.quota
+    }
+
+    fn handles_events(&self) -> bool {
+        self.quota.is_some()
+    }
+
+    async fn handle_event(
+        &self,
+        _credentials: &Credentials,
+        event: &Envelope,
+        provider: &ProviderGate,
+    ) -> Result<EventEffect, ConnectorError> {
+        if event.event_type.starts_with("api.") {
+            provider
+                .call(async {
+                    self.api_requests.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(EventEffect::None)
     }
 }

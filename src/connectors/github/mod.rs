@@ -28,7 +28,7 @@ use self::app_jwt::AppJwt;
 use self::events::GithubEvent;
 use super::{
     AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorError,
-    CredentialValue, Credentials, EventEffect, GithubConfig,
+    CredentialValue, Credentials, EventEffect, GithubConfig, ProviderGate,
 };
 use crate::pipeline::Envelope;
 use crate::secret::Secret;
@@ -282,6 +282,8 @@ impl Connector for GithubConnector {
         &self,
         integration: &Credentials,
         event: &Envelope,
+        // GitHub's events carry all they say: handling them makes no request.
+        _provider: &ProviderGate,
     ) -> Result<EventEffect, ConnectorError> {
         let name = events::event_name(&event.event_type);
         let parsed = match GithubEvent::parse(name, &event.payload) {

@@ -27,7 +27,8 @@ use tracing::{info, warn};
 use self::web_api::{Auth, SlackError, SlackWebApi};
 use super::{
     AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorContext,
-    ConnectorError, CredentialValue, Credentials, DaemonServices, EventEffect, SlackConfig,
+    ConnectorError, CredentialValue, Credentials, DaemonServices, EventEffect, ProviderGate,
+    SlackConfig,
 };
 use crate::pipeline::Envelope;
 use crate::secret::Secret;
@@ -154,6 +155,14 @@ fn team_of(credentials: &Credentials) -> &str {
     credentials.external_id.as_deref().unwrap_or("unknown-team")
 }
 
+/// What someone said to the bot, and where.
+struct Said<'a> {
+    channel: &'a str,
+    thread_ts: &'a str,
+    user: &'a str,
+    text: &'a str,
+}
+
 impl Shared {
     fn client_secret(&self) -> Result<&Secret, ConnectorError> {
         self.config.client_secret.as_ref().ok_or_else(|| {
@@ -210,11 +219,13 @@ impl Shared {
         json!({"response_type": "ephemeral", "text": answer})
     }
 
-    /// A message to the bot (a DM or a mention): answered in its thread.
+    /// A message to the bot (a DM or a mention): answered in its thread. Each Web API
+    /// request goes through the integration's `provider` gate.
     async fn converse(
         &self,
         credentials: &Credentials,
         event: &events::InnerEvent,
+        provider: &ProviderGate,
     ) -> Result<(), ConnectorError> {
         let token = bot_token(credentials)?;
         let team = team_of(credentials);
@@ -231,8 +242,13 @@ impl Shared {
             Some(answer) => answer,
             None => match &self.agent_url {
                 Some(url) => {
-                    self.ask_agent(url, credentials, channel, &thread_ts, &user, &text)
-                        .await?
+                    let said = Said {
+                        channel,
+                        thread_ts: &thread_ts,
+                        user: &user,
+                        text: &text,
+                    };
+                    self.ask_agent(url, credentials, said, provider).await?
                 }
                 None => format!("I don't know that one.\n{}", bot::HELP),
             },
@@ -243,9 +259,13 @@ impl Shared {
             thread_ts: Some(&thread_ts),
             blocks: None,
         };
-        self.post_message(team, token, reply)
-            .await
-            .map_err(ConnectorError::from)?;
+        provider
+            .call(async {
+                self.post_message(team, token, reply)
+                    .await
+                    .map_err(ConnectorError::from)
+            })
+            .await?;
         Ok(())
     }
 
@@ -254,21 +274,29 @@ impl Shared {
         &self,
         url: &str,
         credentials: &Credentials,
-        channel: &str,
-        thread_ts: &str,
-        user: &str,
-        text: &str,
+        said: Said<'_>,
+        provider: &ProviderGate,
     ) -> Result<String, ConnectorError> {
+        let Said {
+            channel,
+            thread_ts,
+            user,
+            text,
+        } = said;
         let token = bot_token(credentials)?;
         let team = team_of(credentials);
-        let replies = self
-            .api
-            .form(
-                team,
-                "conversations.replies",
-                Auth::Bearer(token),
-                &[("channel", channel), ("ts", thread_ts), ("limit", "50")],
-            )
+        let replies = provider
+            .call(async {
+                self.api
+                    .form(
+                        team,
+                        "conversations.replies",
+                        Auth::Bearer(token),
+                        &[("channel", channel), ("ts", thread_ts), ("limit", "50")],
+                    )
+                    .await
+                    .map_err(ConnectorError::from)
+            })
             .await;
         let messages: Vec<Value> = match replies {
             Ok(answer) => answer["messages"]
@@ -279,6 +307,8 @@ impl Shared {
                         .collect()
                 })
                 .unwrap_or_default(),
+            // The event waits for the quota; it is handled again after.
+            Err(error @ ConnectorError::QuotaSpent { .. }) => return Err(error),
             Err(error) => {
                 warn!(error = %error, "thread history unavailable for the agent");
                 Vec::new()
@@ -487,6 +517,7 @@ impl Connector for SlackConnector {
         &self,
         credentials: &Credentials,
         event: &Envelope,
+        provider: &ProviderGate,
     ) -> Result<EventEffect, ConnectorError> {
         if !event.event_type.starts_with("app_mention") && !event.event_type.starts_with("message")
         {
@@ -515,7 +546,7 @@ impl Connector for SlackConnector {
             return Ok(EventEffect::None);
         }
         info!(integration_id = %credentials.integration_id, event = %event.event_type, "answering in Slack");
-        self.shared.converse(credentials, inner).await?;
+        self.shared.converse(credentials, inner, provider).await?;
         Ok(EventEffect::None)
     }
 }

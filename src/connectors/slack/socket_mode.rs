@@ -37,7 +37,7 @@ use super::{NAME, Shared};
 use crate::connectors::ConnectorContext;
 use crate::lock;
 use crate::pipeline::inbox;
-use crate::store::events::{self as stored_events, NewEvent};
+use crate::store::events::{self as stored_events, DeliveryScope, NewEvent};
 use crate::store::integrations;
 
 pub const ACTOR: &str = "slack:socket";
@@ -490,6 +490,7 @@ impl Client {
             connector_type: NAME.to_string(),
             event_type: event_type.clone(),
             delivery_id: delivery_id.unwrap_or_else(|| envelope_id.clone()),
+            delivery_scope: DeliveryScope::Provider,
             payload: payload.to_string(),
             occurred_at: None,
         };
