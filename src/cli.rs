@@ -306,6 +306,7 @@ async fn rotate_in_daemon(config: &Config) -> anyhow::Result<bool> {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    crate::install_crypto_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;

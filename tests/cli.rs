@@ -210,7 +210,13 @@ fn field<'a>(text: &'a str, label: &str) -> &'a str {
 #[test]
 fn organizations_tokens_and_keys_are_managed_from_the_command_line() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("config.toml"), "").expect("empty config: the defaults");
+    // The defaults, but for the admin address: `keys rotate` asks a daemon listening
+    // there first, and none may (port 1 refuses connections).
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[admin]\nlisten = \"127.0.0.1:1\"\n",
+    )
+    .expect("config");
 
     let (code, out, _) = run_in(dir.path(), &["migrate"]);
     let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
@@ -291,4 +297,121 @@ async fn json_logging_writes_one_json_object_per_line() {
     );
     assert_eq!(entry["level"], "INFO");
     child.start_kill().expect("stops");
+}
+
+/// `switchboard serve` in `dir` with `config.toml` there; its stderr lines so far and
+/// the API and admin addresses it logged.
+async fn serve_in(dir: &std::path::Path) -> (tokio::process::Child, String, String) {
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawns");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut api, mut admin) = (None, None);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("reads") {
+            let addr = || {
+                line.split("addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string)
+            };
+            if line.contains("admin endpoint listening") {
+                admin = addr();
+            } else if line.contains("api listening") {
+                api = addr();
+            }
+            if api.is_some() && admin.is_some() {
+                return;
+            }
+        }
+        panic!("daemon exited before listening");
+    })
+    .await
+    .expect("daemon listens in time");
+    // Keep draining its log so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, api.expect("api"), admin.expect("admin"))
+}
+
+/// `keys rotate` next to a running daemon: the daemon rotates, so the very next
+/// credential it writes is under the new key, and `/admin/vault` says so.
+#[tokio::test]
+async fn a_key_rotated_from_the_command_line_reaches_the_running_daemon() {
+    switchboard::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[connectors.webhook]\n",
+    )
+    .expect("config");
+    let (code, out, err) = run_in(dir.path(), &["orgs", "create", "Acme"]);
+    assert_eq!(code, 0, "{err}");
+    let token = field(&out, "api token:").to_string();
+    let (mut daemon, api, admin) = serve_in(dir.path()).await;
+    let http = reqwest::Client::new();
+    let vault = || async {
+        http.get(format!("http://{admin}/admin/vault"))
+            .send()
+            .await
+            .expect("answers")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    };
+    let before = vault().await["active_key"].clone();
+
+    // The CLI finds the daemon on admin.listen: with port 0 in the file it cannot, so
+    // it is told the port the daemon took, as an operator's config would say.
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n[connectors.webhook]\n"),
+    )
+    .expect("config");
+    let (code, out, err) = run_in(dir.path(), &["keys", "rotate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("is rotating"), "{err}");
+    assert!(out.contains("new active key dk_"), "{out}");
+    let after = vault().await["active_key"].clone();
+    assert_ne!(after, before, "the daemon's active key moved");
+
+    // The next credential written: a generic webhook's signing secret.
+    let call = |path: &'static str, body: serde_json::Value| {
+        let request = http
+            .post(format!("http://{api}{path}"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move {
+            request
+                .send()
+                .await
+                .expect("answers")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let started = call(
+        "/integrations/authorize",
+        serde_json::json!({"connector_type": "webhook"}),
+    )
+    .await;
+    let done = call(
+        "/integrations/callback",
+        serde_json::json!({"connector_type": "webhook", "state": started["state"]}),
+    )
+    .await;
+    assert!(done["integration"]["id"].is_string(), "{done}");
+    let status = vault().await;
+    let keys = status["keys"].as_array().expect("keys");
+    let credentials_under = |id: &serde_json::Value| {
+        keys.iter().find(|k| k["id"] == *id).expect("key listed")["credentials"].clone()
+    };
+    assert_eq!(credentials_under(&after), 1, "{status}");
+    assert_eq!(credentials_under(&before), 0, "{status}");
+    daemon.kill().await.expect("killed");
 }

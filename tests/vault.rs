@@ -426,3 +426,44 @@ fn without_a_configured_key_one_is_generated_private_and_reused() {
     let again = switchboard::vault::resolve_master_key(&config, dir.path()).unwrap();
     assert_eq!(first.fingerprint(), again.fingerprint());
 }
+
+/// A rotation made by another process (the CLI with no daemon to ask, another node):
+/// a running vault follows it before encrypting, within `ACTIVE_KEY_CHECK`.
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_vault_follows_a_rotation_made_elsewhere(#[case] backend: Db) {
+    let db = store_or_skip!(backend);
+    let (daemon, daemon_actor) = start_vault(&db.store, master(1), vec![]).await;
+    let stored = store_credentials(&db.store, &daemon, 2).await;
+    let old_key = daemon.status().await.unwrap().active_key.unwrap();
+
+    let (elsewhere, elsewhere_actor) = start_vault(&db.store, master(1), vec![]).await;
+    let report = rotation::rotate(&db.store, &elsewhere, 10).await.unwrap();
+    let new_key = report.new_key_id.unwrap();
+    stop(elsewhere_actor).await;
+
+    tokio::time::sleep(switchboard::vault::ACTIVE_KEY_CHECK + Duration::from_millis(100)).await;
+    let binding = &stored[0].0;
+    let sealed = daemon
+        .encrypt(binding.clone(), plaintext("written after the rotation"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sealed.key_id, new_key,
+        "encrypted under the key made active elsewhere"
+    );
+    assert_eq!(
+        daemon.status().await.unwrap().active_key.as_deref(),
+        Some(new_key.as_str())
+    );
+    assert_ne!(old_key, new_key);
+    for (binding, secret) in &stored {
+        assert_eq!(
+            read_back(&db.store, &daemon, binding).await.unwrap(),
+            *secret
+        );
+    }
+    stop(daemon_actor).await;
+}
