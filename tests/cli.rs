@@ -363,7 +363,15 @@ async fn a_key_rotated_from_the_command_line_reaches_the_running_daemon() {
             .await
             .expect("json")
     };
-    let before = vault().await["active_key"].clone();
+    let mut before = serde_json::Value::Null;
+    for _ in 0..200 {
+        before = vault().await["active_key"].clone();
+        if before.is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(before.is_string(), "the vault never became ready");
 
     // The CLI finds the daemon on admin.listen: with port 0 in the file it cannot, so
     // it is told the port the daemon took, as an operator's config would say.
