@@ -126,6 +126,7 @@ async fn serve_shuts_down_gracefully_on_sigterm_and_sigint() {
             "[server]\nlisten = \"127.0.0.1:0\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"${{SB_TEST_ADMIN_TOKEN}}\"\n\
              [connectors.github]\napp_id = \"1\"\napp_slug = \"sb\"\nwebhook_secret = \"gh-wh-never-logged\"\n\
+             client_id = \"Iv1.x\"\nclient_secret = \"gh-cs-never-logged\"\n\
              private_key_file = \"{}/tests/fixtures/github-app-test-key.pem\"\n",
             env!("CARGO_MANIFEST_DIR")
         ));

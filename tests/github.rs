@@ -32,12 +32,19 @@ async fn start_installation(daemon: &TestDaemon, token: &str) -> Value {
     started
 }
 
-/// GitHub sends the browser back to the setup URL.
-async fn setup_callback(daemon: &TestDaemon, state: &str, installation_id: &str) -> (u16, String) {
+/// GitHub sends the browser back to the setup URL, with the `code` of the user's
+/// authorization when the app asks for one during installation.
+async fn setup_callback(
+    daemon: &TestDaemon,
+    state: &str,
+    installation_id: &str,
+    code: Option<&str>,
+) -> (u16, String) {
+    let code = code.map(|c| format!("&code={c}")).unwrap_or_default();
     let page = daemon
         .http
         .get(daemon.api_url(&format!(
-            "/oauth/github/callback?installation_id={installation_id}&setup_action=install&state={state}"
+            "/oauth/github/callback?installation_id={installation_id}&setup_action=install&state={state}{code}"
         )))
         .send()
         .await
@@ -53,12 +60,21 @@ async fn integrations(daemon: &TestDaemon, token: &str) -> Vec<Value> {
     listed["integrations"].as_array().unwrap().clone()
 }
 
-async fn connect(daemon: &TestDaemon, token: &str, installation_id: u64) -> Value {
+/// The installation's owner installs the app for the token's organization.
+async fn connect(
+    github: &FakeGithub,
+    daemon: &TestDaemon,
+    token: &str,
+    installation_id: u64,
+) -> Value {
     let started = start_installation(daemon, token).await;
+    let code = format!("code-{installation_id}-{}", uuid::Uuid::new_v4());
+    github.installer(&code, &[installation_id]);
     let (status, page) = setup_callback(
         daemon,
         started["state"].as_str().unwrap(),
         &installation_id.to_string(),
+        Some(&code),
     )
     .await;
     assert_eq!(status, 200, "{page}");
@@ -126,12 +142,16 @@ async fn an_installation_is_confirmed_with_github_and_bound_to_the_states_organi
     let url = started["url"].as_str().unwrap();
     let state = started["state"].as_str().unwrap();
     assert!(
-        url.starts_with("https://github.test/apps/switchboard-test/installations/new?state="),
+        url.starts_with(&format!(
+            "{}/apps/switchboard-test/installations/new?state=",
+            github.url()
+        )),
         "{url}"
     );
     assert!(url.ends_with(state), "{url}");
 
-    let (status, page) = setup_callback(&daemon, state, "42").await;
+    github.installer("code-of-acmes-admin", &[42]);
+    let (status, page) = setup_callback(&daemon, state, "42", Some("code-of-acmes-admin")).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("acme") || page.contains("42"), "{page}");
     assert!(!page.contains("ghs_"), "no token on the page");
@@ -219,12 +239,13 @@ async fn a_spoofed_installation_id_binds_nothing() {
     let (_, token) = daemon.organization("Mallory").await;
 
     let started = start_installation(&daemon, &token).await;
+    github.installer("code-of-mallory", &[]);
     // An installation this app does not have: GitHub says 404 under the app JWT.
     let (status, done) = daemon
         .call_api(
             &token,
             "/integrations/callback",
-            json!({"connector_type": "github", "state": started["state"], "installation_id": "31337"}),
+            json!({"connector_type": "github", "state": started["state"], "installation_id": "31337", "code": "code-of-mallory"}),
         )
         .await;
     assert_eq!(status, 422, "{done}");
@@ -249,6 +270,79 @@ async fn a_spoofed_installation_id_binds_nothing() {
     daemon.stop().await;
 }
 
+/// An installation is bound only for someone who can access it: the code GitHub sent
+/// to the setup URL is exchanged, and `GET /user/installations` must list it. Another
+/// tenant with a state of its own and someone else's installation id binds nothing,
+/// and without a code nothing is bound unless the operator chose the unverified mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_someone_who_can_access_an_installation_binds_it() {
+    let github = FakeGithub::start().await;
+    github.install(42, "acme", 1);
+    github.install(43, "globex", 1);
+    let daemon = daemon(&github).await;
+    let (_, acme) = daemon.organization("Acme").await;
+    let (_, globex) = daemon.organization("Globex").await;
+
+    // Globex's admin, who can access installation 43 only, names Acme's 42.
+    let started = start_installation(&daemon, &globex).await;
+    github.installer("code-of-globexs-admin", &[43]);
+    let (status, page) = setup_callback(
+        &daemon,
+        started["state"].as_str().unwrap(),
+        "42",
+        Some("code-of-globexs-admin"),
+    )
+    .await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("cannot access installation 42"), "{page}");
+    // Without a code, or with one GitHub does not know, nothing is bound either.
+    let started = start_installation(&daemon, &globex).await;
+    let (status, page) =
+        setup_callback(&daemon, started["state"].as_str().unwrap(), "42", None).await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("Request user authorization"), "{page}");
+    let started = start_installation(&daemon, &globex).await;
+    let (status, page) = setup_callback(
+        &daemon,
+        started["state"].as_str().unwrap(),
+        "42",
+        Some("made-up"),
+    )
+    .await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("incorrect or expired"), "{page}");
+    assert_eq!(
+        github.state.minted.load(Ordering::SeqCst),
+        0,
+        "no token minted"
+    );
+    assert!(
+        integrations(&daemon, &globex)
+            .await
+            .iter()
+            .all(|i| i["status"] != "active")
+    );
+
+    // The owner binds it.
+    let bound = connect(&github, &daemon, &acme, 42).await;
+    assert_eq!(bound["status"], "active");
+    daemon.stop().await;
+
+    // The operator's explicit choice: bound on the caller's word.
+    let daemon = TestDaemon::start_configured(&format!(
+        "{}unverified_installations = true\n",
+        github.config_section()
+    ))
+    .await;
+    daemon.ready().await;
+    let (_, globex) = daemon.organization("Globex").await;
+    let started = start_installation(&daemon, &globex).await;
+    let (status, page) =
+        setup_callback(&daemon, started["state"].as_str().unwrap(), "43", None).await;
+    assert_eq!(status, 200, "{page}");
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_installation_bound_to_another_organization_is_refused() {
     let github = FakeGithub::start().await;
@@ -256,10 +350,18 @@ async fn an_installation_bound_to_another_organization_is_refused() {
     let daemon = daemon(&github).await;
     let (_, acme) = daemon.organization("Acme").await;
     let (_, other) = daemon.organization("Other").await;
-    connect(&daemon, &acme, 42).await;
+    connect(&github, &daemon, &acme, 42).await;
 
     let started = start_installation(&daemon, &other).await;
-    let (status, page) = setup_callback(&daemon, started["state"].as_str().unwrap(), "42").await;
+    // Someone who can access the installation (a member of both organizations).
+    github.installer("code-of-a-member-of-both", &[42]);
+    let (status, page) = setup_callback(
+        &daemon,
+        started["state"].as_str().unwrap(),
+        "42",
+        Some("code-of-a-member-of-both"),
+    )
+    .await;
     assert_eq!(status, 409, "{page}");
     assert!(page.contains("another organization"), "{page}");
     let listed = integrations(&daemon, &other).await;
@@ -283,7 +385,7 @@ async fn a_busy_installations_events_are_not_held_to_the_api_quota() {
     github.install(42, "acme", 1);
     let daemon = daemon(&github).await;
     let (organization, token) = daemon.organization("Acme").await;
-    let integration = connect(&daemon, &token, 42).await;
+    let integration = connect(&github, &daemon, &token, 42).await;
     let id = integration["id"].as_str().unwrap().to_string();
     let requests_before = github.state.requests.load(Ordering::SeqCst);
 
@@ -351,7 +453,7 @@ async fn webhooks_are_verified_stored_once_and_routed_by_installation() {
     github.install(42, "acme", 1);
     let daemon = daemon(&github).await;
     let (_, token) = daemon.organization("Acme").await;
-    let integration = connect(&daemon, &token, 42).await;
+    let integration = connect(&github, &daemon, &token, 42).await;
     let id = integration["id"].as_str().unwrap().to_string();
 
     // Signature cases: wrong secret, tampered body, SHA-1 only, none.
@@ -457,7 +559,7 @@ async fn installation_events_update_suspend_and_revoke_the_integration() {
     github.install(42, "acme", 2);
     let daemon = daemon(&github).await;
     let (_, token) = daemon.organization("Acme").await;
-    let integration = connect(&daemon, &token, 42).await;
+    let integration = connect(&github, &daemon, &token, 42).await;
     let id = integration["id"].as_str().unwrap().to_string();
     let status_of = || async {
         integrations(&daemon, &token)
@@ -818,7 +920,7 @@ async fn a_connector_owned_listener_takes_githubs_webhooks() {
     let daemon = TestDaemon::start_configured(&section).await;
     daemon.ready().await;
     let (_, token) = daemon.organization("Acme").await;
-    let integration = connect(&daemon, &token, 42).await;
+    let integration = connect(&github, &daemon, &token, 42).await;
     let addr = daemon.github_webhooks.expect("its own listener");
 
     let body = serde_json::to_vec(&pull_request(42, 3)).unwrap();

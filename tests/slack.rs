@@ -157,6 +157,72 @@ async fn the_oauth_flow_binds_the_workspace_and_revoking_revokes_the_token() {
     daemon.stop().await;
 }
 
+/// A user who denies access is sent back with OAuth's error: the page says what the
+/// provider said (escaped), and the pending integration is closed as refused. Extra
+/// and repeated parameters never break the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_authorization_shows_the_providers_words_and_closes_the_pending_one() {
+    let slack = FakeSlack::start().await;
+    let daemon = daemon(&slack, false, "").await;
+    let (_, token) = daemon.organization("Acme").await;
+    let (_, started) = daemon
+        .call_api(
+            &token,
+            "/integrations/authorize",
+            json!({"connector_type": "slack"}),
+        )
+        .await;
+    let state = started["state"].as_str().unwrap();
+    let page = daemon
+        .http
+        .get(daemon.api_url(&format!(
+            "/oauth/slack/callback?error=access_denied&error_description=The+user+%3Cdenied%3E+access&state={state}&scope="
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 400);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        page.headers()
+    );
+    let text = page.text().await.unwrap();
+    assert!(
+        text.contains("The user &lt;denied&gt; access (access_denied)"),
+        "{text}"
+    );
+    let (_, listed) = daemon
+        .call_api(&token, "/integrations/list", json!({}))
+        .await;
+    let refused = &listed["integrations"][0];
+    assert_eq!(refused["status"], "revoked", "{listed}");
+    assert_eq!(refused["metadata"]["refused"]["error"], "access_denied");
+
+    // Authorizing again, then a redirect with a repeated state and Slack's own extras.
+    let (_, started) = daemon
+        .call_api(
+            &token,
+            "/integrations/authorize",
+            json!({"connector_type": "slack"}),
+        )
+        .await;
+    let state = started["state"].as_str().unwrap();
+    let page = daemon
+        .http
+        .get(daemon.api_url(&format!(
+            "/oauth/slack/callback?code={GOOD_CODE}&state={state}&state={state}&scope=chat%3Awrite&enterprise_id="
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "{}", page.text().await.unwrap());
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rotated_tokens_are_refreshed_and_the_refresh_token_replaced() {
     let slack = FakeSlack::start().await;
@@ -650,6 +716,7 @@ async fn a_slack_post_route_tells_the_workspace_about_a_pull_request() {
     let daemon = TestDaemon::start_on(db.config.url.expose(), &extra).await;
     daemon.ready().await;
     install(&daemon, &token).await;
+    github.installer("code-of-acmes-admin", &[42]);
     let (_, started) = daemon
         .call_api(
             &token,
@@ -661,7 +728,7 @@ async fn a_slack_post_route_tells_the_workspace_about_a_pull_request() {
         .call_api(
             &token,
             "/integrations/callback",
-            json!({"connector_type": "github", "state": started["state"], "installation_id": "42"}),
+            json!({"connector_type": "github", "state": started["state"], "installation_id": "42", "code": "code-of-acmes-admin"}),
         )
         .await;
     assert_eq!(status, 201, "{done}");

@@ -105,6 +105,15 @@ impl ConnectorsConfig {
                 "connectors.github.webhook_secret",
                 github.webhook_secret.is_some(),
             );
+            let oauth_client = github.client_id.is_some() && github.client_secret.is_some();
+            if !oauth_client && !github.unverified_installations {
+                problems.push(Problem::new(
+                    "connectors.github.client_id",
+                    "client_id and client_secret (the App's OAuth client) are required to \
+                     confirm who installed the app; or set unverified_installations = true \
+                     to bind installations on the caller's word",
+                ));
+            }
             match &github.private_key {
                 None => problems.push(Problem::new("connectors.github.private_key", "is required")),
                 Some(key) => {
@@ -238,9 +247,20 @@ pub struct GithubConfig {
     pub webhook_listen: Option<SocketAddr>,
     #[serde(default = "github_api")]
     pub api_base_url: String,
-    /// Where tenants are sent to install the app.
+    /// Where tenants are sent to install the app, and where the code GitHub sends
+    /// back with them is exchanged (`/login/oauth/access_token`).
     #[serde(default = "github_web")]
     pub web_base_url: String,
+    /// The App's OAuth client: with "Request user authorization (OAuth) during
+    /// installation" on, GitHub sends a `code` to the setup URL; switchboard exchanges
+    /// it and binds the installation only if that user can access it.
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// Binds an installation id on the caller's word when GitHub sent no code: any
+    /// organization holding a state could bind another's installation. Off unless
+    /// the operator turns it on.
+    #[serde(default)]
+    pub unverified_installations: bool,
     #[serde(with = "humantime_serde", default = "ten_seconds")]
     pub request_timeout: Duration,
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -298,6 +298,12 @@ async fn complete(
         StoreError::Conflict(message) => {
             ApiError::new(StatusCode::CONFLICT, "account_already_connected", message)
         }
+        // Another activation of the same account committed first.
+        StoreError::Duplicate { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "account_already_connected",
+            "this account is already connected",
+        ),
         other => store_error(other),
     })?;
     if let Err(error) = state.tree.add_integration(active.clone(), expires_at).await {
@@ -315,30 +321,51 @@ async fn complete(
     Ok((active, authorized.reveal))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What a provider puts in the query of the redirect. Providers add parameters of
+/// their own (`scope`, `hmac`, ...): unknown ones are ignored, and a repeated one
+/// counts once (the first).
+#[derive(Default)]
 struct BrowserCallback {
     state: Option<String>,
     code: Option<String>,
     installation_id: Option<String>,
     setup_action: Option<String>,
+    /// OAuth's error answer (RFC 6749 4.1.2.1): `access_denied` when the user refused.
     error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl BrowserCallback {
+    fn parse(query: Option<&str>) -> Self {
+        let mut parsed = Self::default();
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let slot = match key.as_ref() {
+                "state" => &mut parsed.state,
+                "code" => &mut parsed.code,
+                "installation_id" => &mut parsed.installation_id,
+                "setup_action" => &mut parsed.setup_action,
+                "error" => &mut parsed.error,
+                "error_description" => &mut parsed.error_description,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| value.into_owned());
+        }
+        parsed
+    }
 }
 
 /// Where the provider sends the browser back. The state names the organization.
 async fn browser_callback(
     State(state): State<Arc<ApiState>>,
     Path(connector_type): Path<String>,
-    Query(query): Query<BrowserCallback>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
-    if let Some(error) = query.error {
-        return oauth_pages::failure(
-            StatusCode::BAD_REQUEST,
-            &format!("The provider reported: {error}."),
-        );
-    }
+    let query = BrowserCallback::parse(raw.as_deref());
     if state.tree.connector(&connector_type).is_none() {
         return oauth_pages::failure(StatusCode::NOT_FOUND, "This connector is not available.");
+    }
+    if let Some(error) = &query.error {
+        return provider_refused(&state, &connector_type, &query, error).await;
     }
     let Some(oauth_state) = query.state else {
         if query.setup_action.as_deref() == Some("update") {
@@ -374,6 +401,56 @@ async fn browser_callback(
         }
         Err(error) => oauth_pages::failure(error.status(), error.message()),
     }
+}
+
+/// The provider sent the browser back with an error (the user denied access): the
+/// page says so, and the pending integration the state names is closed as refused
+/// (revoked, with the provider's words in its metadata) instead of left pending.
+async fn provider_refused(
+    state: &ApiState,
+    connector_type: &str,
+    query: &BrowserCallback,
+    error: &str,
+) -> Response {
+    let described = match &query.error_description {
+        Some(description) => format!("The provider reported: {description} ({error})."),
+        None => format!("The provider reported: {error}."),
+    };
+    let page = oauth_pages::failure(StatusCode::BAD_REQUEST, &described);
+    let Some(oauth_state) = &query.state else {
+        return page;
+    };
+    // A state that is unknown, used or foreign closes nothing.
+    let Ok(consumed) = oauth_states::consume(&state.store, oauth_state, None, connector_type).await
+    else {
+        return page;
+    };
+    let org = &consumed.organization_id;
+    let refused = async {
+        let Some(pending) = integrations::pending_for(&state.store, org, connector_type).await?
+        else {
+            return Ok::<_, StoreError>(());
+        };
+        let reason = json!({"error": error, "error_description": query.error_description});
+        integrations::set_metadata(&state.store, org, &pending.id, &json!({"refused": reason}))
+            .await?;
+        integrations::revoke(&state.store, org, &pending.id).await?;
+        audit::record(
+            &state.store,
+            Some(org),
+            "provider",
+            "integration.refused",
+            Some(&pending.id),
+            reason,
+        )
+        .await?;
+        tracing::info!(integration_id = %pending.id, connector = connector_type, error, "authorization refused at the provider");
+        Ok(())
+    };
+    if let Err(error) = refused.await {
+        warn!(error = %error, "the refused authorization was not recorded");
+    }
+    page
 }
 
 #[derive(Deserialize, Default)]
@@ -544,6 +621,10 @@ fn unknown_connector(name: &str) -> ApiError {
 fn store_error(error: StoreError) -> ApiError {
     match error {
         StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        StoreError::Duplicate { constraint } => {
+            warn!(constraint = %constraint, "a unique constraint refused a row");
+            ApiError::new(StatusCode::CONFLICT, "conflict", "it exists already")
+        }
         StoreError::NotFound => ApiError::not_found("not found"),
         other => {
             warn!(error = %other, "store error");

@@ -145,7 +145,7 @@ pub async fn create(
             .execute(conn)
             .await
             .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                StoreError::Duplicate { .. } => StoreError::Conflict(format!(
                     "the organization already has a {} integration",
                     row.connector_type
                 )),
@@ -372,6 +372,24 @@ pub const STATUS_SUSPENDED: &str = "suspended";
 /// Starts an authorization: a `pending` integration for (organization, connector),
 /// replacing a pending one; a live one that is not pending is a `Conflict`.
 pub async fn create_pending(
+    store: &Store,
+    organization_id: &str,
+    connector_type: &str,
+    user_id: Option<&str>,
+) -> Result<Integration, StoreError> {
+    // Concurrent authorizations for one organization each find the pending one before
+    // either inserts its own; the loser's insert meets the winner's row and goes again,
+    // replacing it: each gets a state, and the last pending one wins.
+    let mut attempts = 0;
+    loop {
+        match try_create_pending(store, organization_id, connector_type, user_id).await {
+            Err(StoreError::Duplicate { .. }) if attempts < 10 => attempts += 1,
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn try_create_pending(
     store: &Store,
     organization_id: &str,
     connector_type: &str,

@@ -54,6 +54,10 @@ pub enum StoreError {
     Migration(String),
     #[error("{0}")]
     Conflict(String),
+    /// A unique constraint refused a row. The constraint is named here for the logs;
+    /// what callers show is only that it exists already.
+    #[error("already exists ({constraint})")]
+    Duplicate { constraint: String },
     /// A queued write that did not commit, or whose commit did not reach the disk.
     #[error("the write failed: {0}")]
     Write(String),
@@ -69,7 +73,9 @@ impl From<diesel::result::Error> for StoreError {
         match error {
             Error::NotFound => StoreError::NotFound,
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-                StoreError::Conflict(format!("already exists: {}", info.message()))
+                StoreError::Duplicate {
+                    constraint: info.constraint_name().unwrap_or(info.message()).to_string(),
+                }
             }
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 StoreError::Unreachable(info.message().to_string())

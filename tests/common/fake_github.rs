@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 pub const APP_ID: &str = "12345";
 pub const APP_SLUG: &str = "switchboard-test";
 pub const WEBHOOK_SECRET: &str = "github-webhook-secret-for-tests";
+pub const CLIENT_ID: &str = "Iv1.switchboardtest";
+pub const CLIENT_SECRET: &str = "github-client-secret-for-tests";
 pub const PRIVATE_KEY_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/github-app-test-key.pem"
@@ -52,6 +54,11 @@ pub struct FakeGithubState {
     /// Seconds an installation token lives (GitHub: 3600).
     pub token_lifetime: Mutex<i64>,
     pub base_url: Mutex<String>,
+    /// User authorizations GitHub would send to the setup URL: code -> the
+    /// installations that user can access. A code is exchanged once.
+    pub user_codes: Mutex<HashMap<String, Vec<u64>>>,
+    /// User tokens handed out for those codes: token -> installations.
+    pub user_tokens: Mutex<HashMap<String, Vec<u64>>>,
 }
 
 pub struct FakeGithub {
@@ -70,6 +77,8 @@ impl FakeGithub {
             )
             .route("/app/installations/{id}/access_tokens", post(access_token))
             .route("/installation/repositories", get(repositories))
+            .route("/login/oauth/access_token", post(exchange_code))
+            .route("/user/installations", get(user_installations))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -96,13 +105,24 @@ impl FakeGithub {
             .insert(id, (account.to_string(), names));
     }
 
+    /// The code GitHub sends to the setup URL after someone who can access
+    /// `installations` installed the app.
+    pub fn installer(&self, code: &str, installations: &[u64]) {
+        self.state
+            .user_codes
+            .lock()
+            .unwrap()
+            .insert(code.to_string(), installations.to_vec());
+    }
+
     /// The `[connectors.github]` section pointing at this fake.
     pub fn config_section(&self) -> String {
         format!(
             "[connectors.github]\napp_id = \"{APP_ID}\"\napp_slug = \"{APP_SLUG}\"\n\
              private_key_file = \"{PRIVATE_KEY_PATH}\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n\
-             api_base_url = \"{}\"\nweb_base_url = \"https://github.test\"\n",
-            self.url()
+             client_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+             api_base_url = \"{url}\"\nweb_base_url = \"{url}\"\n",
+            url = self.url()
         )
     }
 }
@@ -328,4 +348,55 @@ async fn repositories(
         headers.insert("link", links.join(", ").parse().unwrap());
     }
     response
+}
+
+/// `POST /login/oauth/access_token` (a form): GitHub answers a bad code with 200 and
+/// an error.
+async fn exchange_code(State(state): Shared, body: axum::body::Bytes) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    if field("client_id") != CLIENT_ID || field("client_secret") != CLIENT_SECRET {
+        return Json(json!({
+            "error": "incorrect_client_credentials",
+            "error_description": "The client_id and/or client_secret passed are incorrect.",
+        }))
+        .into_response();
+    }
+    let Some(installations) = state.user_codes.lock().unwrap().remove(field("code")) else {
+        return Json(json!({
+            "error": "bad_verification_code",
+            "error_description": "The code passed is incorrect or expired.",
+            "error_uri": "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-verification-code",
+        }))
+        .into_response();
+    };
+    let token = format!("ghu_{}", field("code"));
+    state
+        .user_tokens
+        .lock()
+        .unwrap()
+        .insert(token.clone(), installations);
+    Json(json!({"access_token": token, "token_type": "bearer", "scope": ""})).into_response()
+}
+
+/// `GET /user/installations`: the installations of this app the user can access.
+async fn user_installations(State(state): Shared, headers: HeaderMap) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let Some(ids) = state.user_tokens.lock().unwrap().get(token).cloned() else {
+        return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    };
+    let installations = state.installations.lock().unwrap();
+    let listed: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| {
+            installations
+                .get(id)
+                .map(|(account, _)| installation_json(*id, account))
+        })
+        .collect();
+    Json(json!({"total_count": listed.len(), "installations": listed})).into_response()
 }

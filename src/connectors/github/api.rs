@@ -55,6 +55,8 @@ impl From<ConnectorError> for CallError {
 pub enum Principal {
     App,
     Installation(String),
+    /// A person, through the user token of an installation's setup.
+    User,
 }
 
 #[derive(Default)]
@@ -99,6 +101,51 @@ impl GithubApi {
     ) -> Result<T, CallError> {
         let (_, text) = self.send(principal, token, method, url, body).await?;
         Ok(decode(&text)?)
+    }
+
+    /// Exchanges the `code` of a user authorization at `url` (GitHub's
+    /// `/login/oauth/access_token`) for the user's token. GitHub answers a bad code
+    /// with 200 and an `error` field.
+    pub async fn exchange_code(
+        &self,
+        url: &str,
+        client_id: &str,
+        client_secret: &Secret,
+        code: &Secret,
+    ) -> Result<Secret, ConnectorError> {
+        let response = self
+            .http
+            .post(url)
+            .header(ACCEPT, "application/json")
+            .header(
+                USER_AGENT,
+                concat!("switchboard/", env!("CARGO_PKG_VERSION")),
+            )
+            .form(&[
+                ("client_id", client_id),
+                ("client_secret", client_secret.expose()),
+                ("code", code.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Unavailable(format!("GitHub unreachable: {e}")))?;
+        let status = response.status();
+        let answer: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| ConnectorError::Unavailable(format!("GitHub answer unreadable: {e}")))?;
+        if let Some(error) = answer["error"].as_str() {
+            let described = answer["error_description"].as_str().unwrap_or(error);
+            return Err(ConnectorError::Invalid(format!(
+                "GitHub refused the code: {described} ({error})"
+            )));
+        }
+        match answer["access_token"].as_str() {
+            Some(token) if status.is_success() => Ok(Secret::new(token)),
+            _ => Err(ConnectorError::Unavailable(format!(
+                "GitHub's code exchange answered {status} without a token"
+            ))),
+        }
     }
 
     /// Every item of a paginated list: `field` of each page (or the page itself when

@@ -44,8 +44,17 @@ const HOURLY_REQUESTS: u32 = 5_000;
 pub struct GithubConnector {
     app_slug: String,
     web_base_url: String,
+    /// The App's OAuth client (id, secret), to confirm who installed it.
+    oauth_client: Option<(String, Secret)>,
+    unverified_installations: bool,
     jwt: AppJwt,
     api: GithubApi,
+}
+
+/// An installation as `GET /user/installations` lists it.
+#[derive(Deserialize)]
+struct UserInstallation {
+    id: u64,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +72,8 @@ impl GithubConnector {
         Ok(Self {
             app_slug: config.app_slug.clone(),
             web_base_url: config.web_base_url.trim_end_matches('/').to_string(),
+            oauth_client: config.client_id.clone().zip(config.client_secret.clone()),
+            unverified_installations: config.unverified_installations,
             jwt: AppJwt::new(&config.app_id, key)?,
             api: GithubApi::new(&config.api_base_url, config.request_timeout),
         })
@@ -116,6 +127,65 @@ impl GithubConnector {
             .map(|t| t.naive_utc())
             .map_err(|e| ConnectorError::Unavailable(format!("token expiry unreadable: {e}")))?;
         Ok(token_value(Secret::new(minted.token), expires_at))
+    }
+
+    /// Confirms that the person who completed the installation can access it: the
+    /// `code` GitHub sent to the setup URL is exchanged for their user token (used
+    /// for this one check, then dropped), and `GET /user/installations` must list
+    /// the installation. Without a code the installation is refused, unless the
+    /// operator chose `unverified_installations`.
+    async fn confirm_installer(
+        &self,
+        code: Option<&Secret>,
+        id: &str,
+    ) -> Result<(), ConnectorError> {
+        let Some(code) = code else {
+            if self.unverified_installations {
+                warn!(
+                    installation_id = id,
+                    "installation bound without confirming who installed it (unverified_installations)"
+                );
+                return Ok(());
+            }
+            return Err(ConnectorError::Invalid(
+                "GitHub sent no code to confirm who installed the app: turn on \"Request user \
+                 authorization (OAuth) during installation\" in the GitHub App's settings"
+                    .into(),
+            ));
+        };
+        let (client_id, client_secret) = self.oauth_client.as_ref().ok_or_else(|| {
+            ConnectorError::Invalid(
+                "connectors.github.client_id and client_secret are not set: the code GitHub \
+                 sent cannot be checked"
+                    .into(),
+            )
+        })?;
+        let user_token = self
+            .api
+            .exchange_code(
+                &format!("{}/login/oauth/access_token", self.web_base_url),
+                client_id,
+                client_secret,
+                code,
+            )
+            .await?;
+        let installations: Vec<UserInstallation> = self
+            .api
+            .list(
+                &Principal::User,
+                &user_token,
+                "/user/installations",
+                Some("installations"),
+            )
+            .await
+            .map_err(ConnectorError::from)?;
+        if installations.iter().any(|i| i.id.to_string() == id) {
+            Ok(())
+        } else {
+            Err(ConnectorError::Invalid(format!(
+                "the GitHub user who completed the installation cannot access installation {id}"
+            )))
+        }
     }
 
     /// Every repository the installation can reach, by full name.
@@ -230,11 +300,14 @@ impl Connector for GithubConnector {
                 "installation_id is not a number".into(),
             ));
         }
-        // Confirmed with GitHub, under the app's own JWT, before anything is bound.
+        // Confirmed with GitHub, under the app's own JWT, before anything is bound...
         let installation = self.installation(id).await.map_err(|error| match error {
             ConnectorError::Unauthorized(message) => ConnectorError::Invalid(message),
             other => other,
         })?;
+        // ...and the person who installed it can access it (not just anyone who holds
+        // a state and knows an installation id).
+        self.confirm_installer(request.code.as_ref(), id).await?;
         if installation.suspended_at.is_some() {
             return Err(ConnectorError::Invalid(format!(
                 "GitHub App installation {id} is suspended"
