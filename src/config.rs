@@ -107,6 +107,26 @@ pub struct ServerConfig {
     /// How long a graceful shutdown may take in all: draining requests, stopping actors.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    // The limits below apply to every listener (API, admin, connector-owned).
+    /// A request's head must arrive within this (from the connection's start or the
+    /// request's first byte).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this once its head did.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// A connection with nothing read, written or in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections per listener; at the cap the oldest idle one is closed.
+    pub max_connections: usize,
+    /// The most bytes of headers a request may carry (431 beyond).
+    pub max_header_bytes: usize,
+    /// Bytes of request bodies the daemon holds buffered at once, all listeners
+    /// together; a request over it waits `body_budget_wait`, then gets 503.
+    pub body_budget_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub body_budget_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +134,13 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_header_bytes: 32 * 1024,
+            body_budget_bytes: 64 * 1024 * 1024,
+            body_budget_wait: Duration::from_secs(1),
         }
     }
 }

@@ -11,6 +11,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::connectors::{ConnectorSet, slack};
+use crate::http::limits::{self, RequestLimits};
+use crate::http::server::{self, ConnectionLimits};
 use crate::http::{admin, api, webhooks};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
@@ -61,6 +63,7 @@ impl Daemon {
         shutdown: Shutdown,
     ) -> Result<Daemon, DaemonError> {
         crate::install_crypto_provider();
+        raise_open_files_limit();
         let store = Store::connect(&config.database)?;
         let services = Services {
             connectors,
@@ -122,9 +125,36 @@ impl Daemon {
                 .and_then(crate::connectors::downcast::<slack::SlackConnector>)
                 .map(|slack| Arc::clone(slack.shared())),
         ));
+        let requests = Arc::new(
+            RequestLimits::new(
+                config.pipeline.max_body_bytes,
+                config.server.body_timeout,
+                config.server.max_header_bytes,
+                config.server.body_budget_bytes,
+                config.server.body_budget_wait,
+            )
+            .with_precheck(webhooks::precheck(Arc::clone(&ingress))),
+        );
+        let connections = ConnectionLimits::from_config(&config.server);
+        let serve = |what: &'static str, listener: TcpListener, router: axum::Router| {
+            let router = router
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&requests),
+                    limits::guard,
+                ))
+                .layer(axum::middleware::from_fn(limits::json_errors));
+            server::serve(
+                what,
+                listener,
+                router,
+                connections.clone(),
+                shutdown.clone(),
+            )
+        };
         let mut servers = vec![
-            serve(admin_listener, admin_router, shutdown.clone()),
+            serve("admin", admin_listener, admin_router),
             serve(
+                "api",
                 api_listener,
                 api::router(Arc::new(api::ApiState {
                     ingress: Arc::clone(&ingress),
@@ -134,7 +164,6 @@ impl Daemon {
                     public_url: config.integrations.public_url.clone(),
                     state_ttl: config.integrations.state_ttl,
                 })),
-                shutdown.clone(),
             ),
         ];
         info!(addr = %admin_addr, authenticated = config.admin.token.is_some(), "admin endpoint listening");
@@ -145,7 +174,7 @@ impl Daemon {
             github_webhook_addr = Some(addr);
             info!(addr = %addr, "GitHub webhook listener");
             let router = webhooks::github_router(ingress, config.pipeline.max_body_bytes);
-            servers.push(serve(listener, router, shutdown.clone()));
+            servers.push(serve("github webhooks", listener, router));
         }
         Ok(Daemon {
             api_addr,
@@ -201,15 +230,30 @@ fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
     listener.local_addr().unwrap_or(configured)
 }
 
-fn serve(listener: TcpListener, router: axum::Router, shutdown: Shutdown) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
-        if let Err(error) = served {
-            error!(error = %error, "http server failed");
+/// Raises the soft limit of open files to the hard one, as Go's runtime does: every
+/// connection is a file, and the common default of 1,024 would let a thousand idle
+/// sockets starve the daemon (its store, its providers) of descriptors.
+pub fn raise_open_files_limit() {
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
         }
-    })
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max.min(1 << 20);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            info!(
+                from = soft,
+                to = limit.rlim_cur,
+                "raised the open files limit"
+            );
+        }
+    }
 }
 
 /// Runs the daemon until `shutdown` fires.

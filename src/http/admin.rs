@@ -124,13 +124,10 @@ fn readiness(tree: &HealthReport, root_running: bool) -> (bool, serde_json::Valu
     // The store and the vault must be up: the node's own status says so, its error why.
     let service = |name: &str| match tree.find(&[name]) {
         Some(node) if node.status == Status::Running && !node.stale => (true, json!("ok")),
+        // Its error may quote the store's driver: the reason is in the log, not here.
         Some(node) => (
             false,
-            json!(format!(
-                "{}: {}",
-                node.status,
-                node.last_error.as_deref().unwrap_or("not answering")
-            )),
+            json!(format!("{} (the daemon's log says why)", node.status)),
         ),
         None => (false, json!("not running")),
     };
@@ -321,7 +318,7 @@ async fn list_events(
         query.limit.unwrap_or(100).clamp(1, 10_000),
     )
     .await
-    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    .map_err(store_unavailable)?;
     Ok(Json(json!({"events": found})))
 }
 
@@ -334,7 +331,7 @@ async fn replay_event(
         .await
         .map_err(|error| match error {
             crate::store::StoreError::NotFound => ApiError::not_found(format!("no event '{id}'")),
-            other => ApiError::unavailable(other.to_string()),
+            other => store_unavailable(other),
         })?;
     if let Some(integration_id) = &event.integration_id {
         state.tree.wake_integration(integration_id);
@@ -346,12 +343,10 @@ async fn replay_event(
 async fn vault_status(State(state): State<Arc<AdminState>>) -> Result<Response, ApiError> {
     let status = state.tree.vault().status().await.map_err(vault_error)?;
     let store = state.tree.store();
-    let rows = vault_keys::list(store)
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let rows = vault_keys::list(store).await.map_err(store_unavailable)?;
     let counts = integrations::count_by_key(store)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(store_unavailable)?;
     let keys: Vec<_> = rows
         .iter()
         .map(|row| {
@@ -430,7 +425,14 @@ async fn rotate_vault(State(state): State<Arc<AdminState>>) -> Result<Response, 
 }
 
 fn vault_error(error: VaultError) -> ApiError {
-    ApiError::unavailable(error.to_string())
+    tracing::warn!(error = %error, "vault unavailable to the admin endpoint");
+    ApiError::unavailable("the vault is unavailable (the daemon's log says why), retry")
+}
+
+/// The store's own error text is for the log, never the answer.
+fn store_unavailable(error: crate::store::StoreError) -> ApiError {
+    tracing::warn!(error = %error, "store unavailable to the admin endpoint");
+    ApiError::unavailable("the store is unavailable (the daemon's log says why), retry")
 }
 
 /// The root and its direct children, without listing what is below them.
@@ -446,7 +448,12 @@ fn tree_error(error: TreeError) -> ApiError {
         TreeError::UnknownConnector(_) | TreeError::UnknownIntegration(_) => {
             ApiError::not_found(error.to_string())
         }
-        TreeError::Start(_) | TreeError::Unavailable => ApiError::unavailable(error.to_string()),
+        TreeError::Start(_) | TreeError::Unavailable => {
+            tracing::warn!(error = %error, "actor tree unavailable to the admin endpoint");
+            ApiError::unavailable(
+                "the actor tree could not do that now (the daemon's log says why)",
+            )
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
@@ -98,6 +99,28 @@ impl IngressState {
         }
         Ok(found)
     }
+}
+
+const GENERIC_PREFIX: &str = "/webhooks/generic/";
+
+/// Refuses a generic webhook for an unknown integration before its body is read
+/// (see [`super::limits`]): a 404 costs no buffering.
+pub fn precheck(state: Arc<IngressState>) -> super::limits::Precheck {
+    Arc::new(move |method, path| {
+        let id = path
+            .strip_prefix(GENERIC_PREFIX)
+            .filter(|id| *method == axum::http::Method::POST && !id.contains('/'))
+            .map(str::to_string);
+        let state = Arc::clone(&state);
+        Box::pin(async move {
+            let id = id?;
+            match state.live_webhook(&id).await {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(ApiError::not_found("no such webhook").into_response()),
+                Err(error) => Some(error.into_response()),
+            }
+        })
+    })
 }
 
 pub fn router(state: Arc<IngressState>, max_body_bytes: usize) -> Router {

@@ -57,6 +57,19 @@ impl TestDaemon {
         Self::start_config(data_dir, &config_text(&url, admin_extra, extra)).await
     }
 
+    /// A daemon on SQLite with `server_extra` in its [server] section (limits).
+    pub async fn start_with_server(server_extra: &str, extra: &str) -> TestDaemon {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
+        let text = config_text(&url, "", extra).replacen(
+            "shutdown_timeout = \"5s\"\n",
+            &format!("shutdown_timeout = \"5s\"\n{server_extra}\n"),
+            1,
+        );
+        let connectors = switchboard::connectors::ConnectorSet::from_config(&parse(&text));
+        Self::start_full(data_dir, &text, connectors).await
+    }
+
     /// A daemon on another database; its master key file goes to a temp dir.
     pub async fn start_with_database(url: &str, extra: &str) -> TestDaemon {
         let data_dir = tempfile::tempdir().expect("temp dir");
