@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_actors::{
-    ChildSpec, HealthReport, Intensity, ObserveOptions, Registry, ReportCache, Status, Strategy,
+    ChildSpec, HealthReport, Intensity, ObserveOptions, Registry, Status, Strategy,
     SupervisorError, SupervisorMsg, SupervisorRef, SupervisorSpec,
 };
 use tokio::sync::watch;
@@ -109,7 +109,7 @@ impl connectors::DaemonServices for TreeServices {
             .filter(|i| i.status != integration_rows::STATUS_REVOKED)
         {
             let health = tree
-                .integration_health(&integration.id)
+                .integration_health(&integration.connector_type, &integration.id)
                 .await
                 .map(|report| report.status.to_string());
             lines.push(connectors::IntegrationLine {
@@ -222,6 +222,7 @@ impl ActorTree {
                     .collect(),
                 routes: Arc::clone(&routes),
             }),
+            store_ready: store_ready.clone(),
         };
         root = root.child(
             ChildSpec::actor(INBOX, "inbox", move || (InboxActor, inbox.clone()))
@@ -463,12 +464,17 @@ impl ActorTree {
         None
     }
 
-    /// The live report of one integration's actor, without walking the whole tree.
-    pub async fn integration_health(&self, id: &str) -> Option<HealthReport> {
-        let actor = self
-            .registry
-            .lookup::<IntegrationMsg>(&integration::actor_name(id))?;
-        switchboard_actors::observe(&actor, self.observe_timeout, &ReportCache::default()).await
+    /// The live report of one integration's actor, as its connector's supervisor
+    /// gives it (with its restarts and actor id: the same report as `/admin/actors`),
+    /// without walking the whole tree.
+    pub async fn integration_health(&self, connector: &str, id: &str) -> Option<HealthReport> {
+        self.connector_supervisor(connector)?
+            .observe_child(
+                &integration::actor_name(id),
+                self.observe_timeout,
+                ObserveOptions::default(),
+            )
+            .await
     }
 
     /// Tells an integration's actor it has events to process (if it is running).

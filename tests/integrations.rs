@@ -664,3 +664,35 @@ async fn the_quota_limits_provider_requests_not_events() {
     );
     daemon.stop().await;
 }
+
+/// The tenant API's status and the admin tree read the same report: after an admin
+/// restart both show it, with the same actor id.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_the_admin_tree_agree_after_a_restart() {
+    let daemon = daemon_with(Arc::new(TestConnector::default()), "").await;
+    let (_, token) = daemon.organization("Acme").await;
+    let id = connect(&daemon, &token).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = daemon
+        .post_json(&format!("/admin/integrations/{id}/restart"))
+        .await;
+    assert_eq!(status, 200);
+    let node = integration_node(&daemon, &id).await.expect("in the tree");
+    let (_, answer) = daemon
+        .call_api(
+            &token,
+            "/integrations/status",
+            json!({"integration_id": id}),
+        )
+        .await;
+    let health = &answer["health"];
+    assert_eq!(health["manual_restarts"], 1, "{answer}");
+    assert!(health["last_restart_at"].is_string(), "{answer}");
+    assert!(health["actor_id"].is_string(), "{answer}");
+    for field in ["manual_restarts", "last_restart_at", "actor_id", "restarts"] {
+        assert_eq!(health[field], node[field], "{field}: {answer} vs {node}");
+    }
+    daemon.stop().await;
+}

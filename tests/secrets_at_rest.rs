@@ -127,3 +127,30 @@ async fn stored_tokens_and_credentials_appear_nowhere_in_plaintext() {
         tokens::hash_token(api_token.expose()).as_bytes()
     ));
 }
+
+/// The SQLite store holds tenants' payloads: its directory is private (0700) and its
+/// file, WAL and shared memory are readable by the daemon's user alone (0600).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let store = switchboard::store::Store::connect(&switchboard::config::DatabaseConfig {
+        url: Secret::new(format!("sqlite://{}/switchboard.db", dir.display())),
+        ..switchboard::config::DatabaseConfig::default()
+    })
+    .unwrap();
+    store.migrate().await.unwrap();
+    organizations::create(&store, "Acme").await.unwrap();
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(dir.clone()), 0o700);
+    for file in ["switchboard.db", "switchboard.db-wal", "switchboard.db-shm"] {
+        assert_eq!(mode(dir.join(file)), 0o600, "{file}");
+    }
+}

@@ -134,7 +134,9 @@ async fn a_webhook_the_store_cannot_take_is_refused_with_503_and_nothing_is_ackn
     let proxy = Proxy::start(port, real.clone()).await;
     let daemon = common::TestDaemon::start_on(
         &url.replace(&real, &format!("127.0.0.1:{port}")),
-        "[connectors.webhook]\n[supervision]\nbackoff_base = \"20ms\"\nbackoff_cap = \"200ms\"\nobserve_timeout = \"500ms\"\n",
+        // The store monitor's own checks come seconds apart: readiness must follow
+        // what the webhooks see, not wait for them.
+        "[connectors.webhook]\n[supervision]\nbackoff_base = \"10s\"\nbackoff_cap = \"60s\"\nobserve_timeout = \"500ms\"\n",
     )
     .await;
     daemon.ready().await;
@@ -168,6 +170,10 @@ async fn a_webhook_the_store_cannot_take_is_refused_with_503_and_nothing_is_ackn
     proxy.cut();
     let (status, body) = send(&http, &hook, &secret, "during", unix_now(), "{}", None).await;
     assert_eq!(status, 503, "{body}");
+    common::until("readiness says the store is down", || async {
+        daemon.get_json("/readyz").await.0 == 503
+    })
+    .await;
 
     let proxy = Proxy::start(port, real).await;
     let mut status = 0;
@@ -181,6 +187,21 @@ async fn a_webhook_the_store_cannot_take_is_refused_with_503_and_nothing_is_ackn
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, 200, "ingest recovers with the store");
+    // Ready as soon as the store took an event, well before the monitor's next check.
+    let recovered = std::time::Instant::now();
+    let mut ready = false;
+    while recovered.elapsed() < Duration::from_secs(2) {
+        if daemon.get_json("/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        ready,
+        "readiness lags the store: {}",
+        daemon.get_json("/readyz").await.1
+    );
     let stored: Vec<String> = switchboard::store::events::list(&db.store, None, None, 10)
         .await
         .unwrap()

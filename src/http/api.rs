@@ -565,7 +565,10 @@ async fn status(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("no such integration"))?;
-    let health = state.tree.integration_health(&found.id).await;
+    let health = state
+        .tree
+        .integration_health(&found.connector_type, &found.id)
+        .await;
     Ok(Json(
         json!({"integration": integration_json(&found), "health": health}),
     ))

@@ -32,6 +32,7 @@ use super::metrics::PipelineMetrics;
 use crate::integration::{self, IntegrationMsg};
 use crate::lock;
 use crate::store::events::{self, NewEvent, Stored};
+use crate::store::monitor::{STORE, StoreMonitorMsg};
 use crate::store::{Store, StoreError};
 
 pub const INBOX: &str = "inbox";
@@ -101,6 +102,9 @@ pub struct InboxArgs {
     pub metrics: Arc<PipelineMetrics>,
     /// Whether an event has anything to process it (or is stored `done` at once).
     pub consumers: Arc<Consumers>,
+    /// Whether the store monitor holds the store ready: a batch that says otherwise
+    /// nudges it, so that readiness follows the store at once.
+    pub store_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 pub enum InboxMsg {
@@ -197,6 +201,7 @@ impl InboxState {
             registry: self.args.registry.clone(),
             metrics: Arc::clone(&self.args.metrics),
             counts: Arc::clone(&self.counts),
+            store_ready: self.args.store_ready.clone(),
         };
         // Acknowledged once durable; the next batch may go as soon as the store is ready.
         events::write_batch(&self.args.store, batch, &settled, done, move |written| {
@@ -223,12 +228,23 @@ struct Committed {
     registry: Registry,
     metrics: Arc<PipelineMetrics>,
     counts: Arc<Counts>,
+    store_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Committed {
+    /// Tells the store monitor when this batch's outcome contradicts its view.
+    fn nudge_monitor(&self, written: bool) {
+        if *self.store_ready.borrow() != written
+            && let Some(monitor) = self.registry.lookup::<StoreMonitorMsg>(STORE)
+        {
+            let _ = monitor.send_message(StoreMonitorMsg::Nudge);
+        }
+    }
+
     /// Answers every request of the batch and wakes the integrations that have new
     /// events; an `Err` acknowledges nothing.
     fn acknowledge(self, written: Result<Vec<Stored>, StoreError>) {
+        self.nudge_monitor(written.is_ok());
         let stored = match written {
             Ok(stored) => stored,
             Err(error) => {
@@ -474,6 +490,7 @@ mod tests {
                     Duration::from_secs(1),
                 )),
             }),
+            store_ready: tokio::sync::watch::channel(true).1,
         };
 
         let first = start_inbox(&args, &registry).await;

@@ -128,6 +128,40 @@ pub enum Store {
     },
 }
 
+/// The SQLite file holds tenants' event payloads: its directory is created 0700 and
+/// the file 0600 before SQLite opens it (its `-wal` and `-shm` take the file's mode).
+/// Files left readable by others by an older version are made private.
+fn private_sqlite_files(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let failed = |what: &Path, e: std::io::Error| {
+        StoreError::Unreachable(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| failed(dir, e))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| failed(path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -213,11 +247,7 @@ impl Store {
             }
             Some(("sqlite", path)) if !path.is_empty() => {
                 let path = PathBuf::from(path);
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unreachable(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                }
+                private_sqlite_files(&path)?;
                 let busy = config.busy_timeout;
                 let mut manager_config = ManagerConfig::<SqliteAsync>::default();
                 // A local file does not go away: no test query on every checkout (it

@@ -29,6 +29,10 @@ pub struct StoreMonitorArgs {
 
 pub enum StoreMonitorMsg {
     Check,
+    /// Someone's store operation says the store changed state (it answered while
+    /// marked down, or failed while marked up): check now, so that readiness follows
+    /// at once instead of at the next scheduled check (up to `backoff_cap` away).
+    Nudge,
     Observe(RpcReplyPort<HealthReport>),
 }
 
@@ -71,42 +75,12 @@ impl Actor for StoreMonitor {
         state: &mut StoreMonitorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            StoreMonitorMsg::Nudge => {
+                // The scheduled checks go on as they are: this one schedules nothing.
+                let _ = state.check().await;
+            }
             StoreMonitorMsg::Check => {
-                let outcome = if state.migrated {
-                    state.args.store.ping().await
-                } else {
-                    state.args.store.migrate().await.map(|applied| {
-                        info!(
-                            applied,
-                            backend = state.args.store.backend().as_str(),
-                            "store migrated"
-                        );
-                        state.migrated = true;
-                    })
-                };
-                let delay = match outcome {
-                    Ok(()) => {
-                        if !state.reachable && state.failures > 0 {
-                            info!("store reachable again");
-                        }
-                        state.reachable = true;
-                        state.failures = 0;
-                        state.last_error = None;
-                        state.args.interval
-                    }
-                    Err(error) => {
-                        warn!(error = %error, attempt = state.failures + 1, "store check failed, retrying");
-                        state.reachable = false;
-                        state.last_error = Some(error.to_string());
-                        let delay = state.args.backoff.delay(state.failures);
-                        state.failures = state.failures.saturating_add(1);
-                        delay
-                    }
-                };
-                state
-                    .args
-                    .ready
-                    .send_replace(state.migrated && state.reachable);
+                let delay = state.check().await;
                 myself.send_after(delay, || StoreMonitorMsg::Check);
             }
             StoreMonitorMsg::Observe(reply) => {
@@ -127,5 +101,47 @@ impl Actor for StoreMonitor {
             }
         }
         Ok(())
+    }
+}
+
+impl StoreMonitorState {
+    /// Migrates (the first time) or pings the store, publishes whether it is ready,
+    /// and says when to check next.
+    async fn check(&mut self) -> Duration {
+        let outcome = if self.migrated {
+            self.args.store.ping().await
+        } else {
+            self.args.store.migrate().await.map(|applied| {
+                info!(
+                    applied,
+                    backend = self.args.store.backend().as_str(),
+                    "store migrated"
+                );
+                self.migrated = true;
+            })
+        };
+        let delay = match outcome {
+            Ok(()) => {
+                if !self.reachable && self.failures > 0 {
+                    info!("store reachable again");
+                }
+                self.reachable = true;
+                self.failures = 0;
+                self.last_error = None;
+                self.args.interval
+            }
+            Err(error) => {
+                warn!(error = %error, attempt = self.failures + 1, "store check failed, retrying");
+                self.reachable = false;
+                self.last_error = Some(error.to_string());
+                let delay = self.args.backoff.delay(self.failures);
+                self.failures = self.failures.saturating_add(1);
+                delay
+            }
+        };
+        self.args
+            .ready
+            .send_replace(self.migrated && self.reachable);
+        delay
     }
 }

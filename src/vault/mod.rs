@@ -187,6 +187,8 @@ pub struct VaultState {
     attempts: u32,
     /// When the active key was last compared with the store's.
     active_checked_at: Option<tokio::time::Instant>,
+    /// A task waits for the store to be ready, then asks for a `Load`.
+    waiting_for_store: bool,
 }
 
 impl VaultState {
@@ -382,9 +384,20 @@ impl CredentialVault {
             state.phase = Phase::Loading {
                 last_error: Some("waiting for the store".to_string()),
             };
-            self.retry_later(myself, state);
+            // Loads the moment the store is ready, not after a backoff (readiness
+            // follows the store at once).
+            if !state.waiting_for_store {
+                state.waiting_for_store = true;
+                let (mut ready, vault) = (state.args.store_ready.clone(), myself.clone());
+                tokio::spawn(async move {
+                    if ready.wait_for(|ready| *ready).await.is_ok() {
+                        let _ = vault.send_message(VaultMsg::Load);
+                    }
+                });
+            }
             return;
         }
+        state.waiting_for_store = false;
         match load_keyring(&state.args).await {
             Ok(keyring) => {
                 info!(active_key = %keyring.active_id(), keys = keyring.len(), master_key = %state.args.master.fingerprint(), "vault ready");
@@ -435,6 +448,7 @@ impl Actor for CredentialVault {
             phase: Phase::Loading { last_error: None },
             attempts: 0,
             active_checked_at: None,
+            waiting_for_store: false,
         })
     }
 
