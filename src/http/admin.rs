@@ -124,10 +124,13 @@ fn readiness(tree: &HealthReport, root_running: bool) -> (bool, serde_json::Valu
     // The store and the vault must be up: the node's own status says so, its error why.
     let service = |name: &str| match tree.find(&[name]) {
         Some(node) if node.status == Status::Running && !node.stale => (true, json!("ok")),
-        // Its error may quote the store's driver: the reason is in the log, not here.
         Some(node) => (
             false,
-            json!(format!("{} (the daemon's log says why)", node.status)),
+            json!(format!(
+                "{}: {}",
+                node.status,
+                node.last_error.as_deref().unwrap_or("not answering")
+            )),
         ),
         None => (false, json!("not running")),
     };
