@@ -1,13 +1,13 @@
 //! The `switchboard` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
@@ -18,9 +18,15 @@ use crate::vault::{self, Vault, VaultArgs};
 #[command(
     name = "switchboard",
     version,
-    about = "A connector daemon for multi-tenant platforms"
+    about = "A connector daemon for multi-tenant platforms",
+    after_help = "Without --config, ./config.toml is read when it exists, and the embedded \
+                  default configuration (loopback, SQLite under ./data) is used when it does not."
 )]
 pub struct Cli {
+    /// The configuration file (TOML). Default: ./config.toml when it exists, else the
+    /// embedded default. Given before or after the command.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,51 +34,36 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon until SIGINT or SIGTERM, then shut down gracefully.
-    Serve {
-        #[arg(long, default_value = "config.toml")]
-        config: PathBuf,
-    },
+    Serve,
     /// Validate the configuration and print it, every secret redacted.
-    CheckConfig {
-        #[arg(long, default_value = "config.toml")]
-        config: PathBuf,
-    },
-    /// Apply pending database migrations.
-    Migrate(ConfigArg),
+    CheckConfig,
+    /// Apply pending database migrations (serve also runs them).
+    Migrate,
     /// Manage organizations (tenants).
     Orgs {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         command: OrgsCommand,
     },
     /// Manage organization API tokens.
     Tokens {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         command: TokensCommand,
     },
     /// Manage the vault's data keys.
     Keys {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         command: KeysCommand,
     },
 }
 
-#[derive(Debug, Args)]
-pub struct ConfigArg {
-    #[arg(long, default_value = "config.toml", global = true)]
-    pub config: PathBuf,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum OrgsCommand {
     /// Create an organization; prints its id and a first API token (shown once).
-    Create { name: String },
-    /// List organizations.
+    Create {
+        /// The organization's name (need not be unique; its id is).
+        name: String,
+    },
+    /// List organizations: id, creation time, name.
     List,
 }
 
@@ -80,27 +71,69 @@ pub enum OrgsCommand {
 pub enum TokensCommand {
     /// Create an API token for an organization (shown once; only its hash is kept).
     Create {
+        /// The organization's id or name (see `switchboard orgs list`).
         #[arg(long)]
         org: String,
     },
-    /// Revoke an API token by id.
-    Revoke { id: String },
+    /// List an organization's API tokens: id, creation time, revoked or live.
+    List {
+        /// The organization's id or name (see `switchboard orgs list`).
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke an API token.
+    Revoke {
+        /// The token's id (see `switchboard tokens list --org ORG`), not the token.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create a new active data key and re-encrypt every credential under it.
+    /// Create a new active data key and re-encrypt every credential under it (a
+    /// daemon answering on admin.listen does it itself).
     Rotate,
     /// Show the data keys and how many credentials each protects.
     Status,
 }
 
+/// Where the configuration comes from, and what it says.
+enum Source {
+    File(PathBuf),
+    Embedded,
+}
+
+/// Loads the configuration `--config` names, else ./config.toml, else the embedded
+/// default (which says so on stderr, since logging may not be set up yet).
+fn load_config(config: Option<&Path>) -> Result<(Config, Source), String> {
+    let path = match config {
+        Some(path) => path.to_path_buf(),
+        None if Path::new("config.toml").exists() => PathBuf::from("config.toml"),
+        None => {
+            return Config::embedded_default()
+                .map(|config| (config, Source::Embedded))
+                .map_err(|e| e.to_string());
+        }
+    };
+    Config::load(&path)
+        .map(|config| (config, Source::File(path)))
+        .map_err(|e| e.to_string())
+}
+
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        let config = self.config.as_deref();
         match self.command {
-            Command::CheckConfig { config } => match Config::load(&config) {
-                Ok(loaded) => {
-                    println!("# {} is valid; effective configuration:", config.display());
+            Command::CheckConfig => match load_config(config) {
+                Ok((loaded, source)) => {
+                    match source {
+                        Source::File(path) => {
+                            println!("# {} is valid; effective configuration:", path.display())
+                        }
+                        Source::Embedded => println!(
+                            "# no config.toml here: the embedded default configuration, in effect:"
+                        ),
+                    }
                     print!("{}", loaded.to_redacted_toml());
                     Ok(ExitCode::SUCCESS)
                 }
@@ -109,98 +142,103 @@ impl Cli {
                     Ok(ExitCode::FAILURE)
                 }
             },
-            Command::Migrate(arg) => admin_command(&arg.config, |store, _| async move {
+            Command::Migrate => admin_command(config, |store, _| async move {
                 let applied = store.migrate().await?;
                 println!("applied {applied} migration(s)");
                 Ok(())
             }),
-            Command::Orgs { config, command } => {
-                admin_command(&config.config, |store, _| async move {
-                    store.migrate().await?;
-                    match command {
-                        OrgsCommand::Create { name } => {
-                            let org = store::organizations::create(&store, &name).await?;
-                            let (token, plaintext) = store::tokens::create(&store, &org.id).await?;
-                            store::audit::record(
-                                &store,
-                                Some(&org.id),
-                                "cli",
-                                "organization.create",
-                                None,
-                                serde_json::json!({"name": name, "token_id": token.id}),
-                            )
-                            .await?;
-                            println!("organization: {}", org.id);
-                            println!("token id:     {}", token.id);
-                            println!("api token:    {}", plaintext.expose());
-                            eprintln!("the token is shown once: only its SHA-256 hash is stored");
-                        }
-                        OrgsCommand::List => {
-                            for org in store::organizations::list(&store).await? {
-                                println!(
-                                    "{}\t{}\t{}",
-                                    org.id,
-                                    org.created_at.and_utc().to_rfc3339(),
-                                    org.name
-                                );
-                            }
+            Command::Orgs { command } => admin_command(config, |store, _| async move {
+                store.migrate().await?;
+                match command {
+                    OrgsCommand::Create { name } => {
+                        let org = store::organizations::create(&store, &name).await?;
+                        let (token, plaintext) = store::tokens::create(&store, &org.id).await?;
+                        store::audit::record(
+                            &store,
+                            Some(&org.id),
+                            "cli",
+                            "organization.create",
+                            None,
+                            serde_json::json!({"name": name, "token_id": token.id}),
+                        )
+                        .await?;
+                        println!("organization: {}", org.id);
+                        println!("token id:     {}", token.id);
+                        println!("api token:    {}", plaintext.expose());
+                        eprintln!("the token is shown once: only its SHA-256 hash is stored");
+                    }
+                    OrgsCommand::List => {
+                        for org in store::organizations::list(&store).await? {
+                            println!(
+                                "{}\t{}\t{}",
+                                org.id,
+                                org.created_at.and_utc().to_rfc3339(),
+                                org.name
+                            );
                         }
                     }
-                    Ok(())
-                })
-            }
-            Command::Tokens { config, command } => {
-                admin_command(&config.config, |store, _| async move {
-                    store.migrate().await?;
-                    match command {
-                        TokensCommand::Create { org } => {
-                            let (token, plaintext) = store::tokens::create(&store, &org)
-                                .await
-                                .map_err(|e| match e {
-                                    store::StoreError::NotFound => {
-                                        anyhow::anyhow!("no organization '{org}'")
-                                    }
-                                    other => other.into(),
-                                })?;
-                            store::audit::record(
-                                &store,
-                                Some(&org),
-                                "cli",
-                                "token.create",
-                                None,
-                                serde_json::json!({"token_id": token.id}),
-                            )
-                            .await?;
-                            println!("token id:  {}", token.id);
-                            println!("api token: {}", plaintext.expose());
-                            eprintln!("the token is shown once: only its SHA-256 hash is stored");
-                        }
-                        TokensCommand::Revoke { id } => {
-                            store::tokens::revoke(&store, &id)
-                                .await
-                                .map_err(|e| match e {
-                                    store::StoreError::NotFound => {
-                                        anyhow::anyhow!("no live token '{id}'")
-                                    }
-                                    other => other.into(),
-                                })?;
-                            store::audit::record(
-                                &store,
-                                None,
-                                "cli",
-                                "token.revoke",
-                                None,
-                                serde_json::json!({"token_id": id}),
-                            )
-                            .await?;
-                            println!("revoked {id}");
+                }
+                Ok(())
+            }),
+            Command::Tokens { command } => admin_command(config, |store, _| async move {
+                store.migrate().await?;
+                match command {
+                    TokensCommand::Create { org } => {
+                        let org = organization(&store, &org).await?;
+                        let (token, plaintext) = store::tokens::create(&store, &org).await?;
+                        store::audit::record(
+                            &store,
+                            Some(&org),
+                            "cli",
+                            "token.create",
+                            None,
+                            serde_json::json!({"token_id": token.id}),
+                        )
+                        .await?;
+                        println!("token id:  {}", token.id);
+                        println!("api token: {}", plaintext.expose());
+                        eprintln!("the token is shown once: only its SHA-256 hash is stored");
+                    }
+                    TokensCommand::List { org } => {
+                        let org = organization(&store, &org).await?;
+                        for token in store::tokens::list(&store, &org).await? {
+                            println!(
+                                "{}\t{}\t{}",
+                                token.id,
+                                token.created_at.and_utc().to_rfc3339(),
+                                if token.revoked_at.is_some() {
+                                    "revoked"
+                                } else {
+                                    "live"
+                                }
+                            );
                         }
                     }
-                    Ok(())
-                })
-            }
-            Command::Keys { config, command } => {
-                admin_command(&config.config, |store, loaded| async move {
+                    TokensCommand::Revoke { id } => {
+                        store::tokens::revoke(&store, &id)
+                            .await
+                            .map_err(|e| match e {
+                                store::StoreError::NotFound => {
+                                    anyhow::anyhow!("no live token '{id}'")
+                                }
+                                other => other.into(),
+                            })?;
+                        store::audit::record(
+                            &store,
+                            None,
+                            "cli",
+                            "token.revoke",
+                            None,
+                            serde_json::json!({"token_id": id}),
+                        )
+                        .await?;
+                        println!("revoked {id}");
+                    }
+                }
+                Ok(())
+            }),
+            Command::Keys { command } => {
+                admin_command(config, |store, loaded| async move {
                     // A running daemon rotates itself: its next encryption is under the
                     // new key. Without one reachable, the rotation is done here and
                     // running daemons follow it within `vault::ACTIVE_KEY_CHECK`.
@@ -271,8 +309,8 @@ impl Cli {
                     Ok(())
                 })
             }
-            Command::Serve { config } => {
-                let loaded = match Config::load(&config) {
+            Command::Serve => {
+                let (loaded, source) = match load_config(config) {
                     Ok(loaded) => loaded,
                     Err(error) => {
                         eprintln!("error: {error}");
@@ -280,6 +318,12 @@ impl Cli {
                     }
                 };
                 crate::logging::init(&loaded.log);
+                match source {
+                    Source::File(path) => tracing::info!(config = %path.display(), "starting"),
+                    Source::Embedded => tracing::info!(
+                        "starting on the embedded default configuration (no config.toml here; --config names one)"
+                    ),
+                }
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()?;
@@ -366,14 +410,36 @@ async fn rotate_in_daemon(config: &Config) -> anyhow::Result<bool> {
     }
 }
 
+/// An organization named by its id or its name.
+async fn organization(store: &Store, id_or_name: &str) -> anyhow::Result<String> {
+    if let Some(org) = store::organizations::get(store, id_or_name).await? {
+        return Ok(org.id);
+    }
+    let named: Vec<_> = store::organizations::list(store)
+        .await?
+        .into_iter()
+        .filter(|org| org.name == id_or_name)
+        .collect();
+    match named.as_slice() {
+        [org] => Ok(org.id.clone()),
+        [] => anyhow::bail!(
+            "no organization '{id_or_name}': give an organization's id or name (`switchboard orgs list` shows them)"
+        ),
+        _ => anyhow::bail!(
+            "{} organizations are named '{id_or_name}': give the id (`switchboard orgs list` shows them)",
+            named.len()
+        ),
+    }
+}
+
 /// Runs a one-shot command against the configured store.
-fn admin_command<F, Fut>(path: &std::path::Path, command: F) -> anyhow::Result<ExitCode>
+fn admin_command<F, Fut>(config: Option<&Path>, command: F) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(Store, Config) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let loaded = match Config::load(path) {
-        Ok(loaded) => loaded,
+    let loaded = match load_config(config) {
+        Ok((loaded, _)) => loaded,
         Err(error) => {
             eprintln!("error: {error}");
             return Ok(ExitCode::FAILURE);

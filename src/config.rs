@@ -19,6 +19,19 @@ use crate::pipeline::PipelineConfig;
 use crate::pipeline::routes::RouteConfig;
 use crate::secret::Secret;
 
+/// What the daemon runs on without a config.toml: the defaults, with the environment
+/// variables that the shipped config.toml also reads.
+pub const EMBEDDED_DEFAULT: &str = r#"
+[server]
+listen = "${SWITCHBOARD_LISTEN:-127.0.0.1:8080}"
+[admin]
+listen = "${SWITCHBOARD_ADMIN_LISTEN:-127.0.0.1:9090}"
+[database]
+url = "${DATABASE_URL:-sqlite://data/switchboard.db}"
+[log]
+level = "${SWITCHBOARD_LOG:-info}"
+"#;
+
 /// Settings that hold secrets, and so may be given as `<key>_file` instead.
 const SECRET_KEYS: &[&str] = &[
     "token",
@@ -71,8 +84,11 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntegrationsConfig {
-    /// Where providers send the browser back: `<public_url>/oauth/<connector>/callback`.
-    pub public_url: String,
+    /// Where this daemon's API is reached from outside: providers send browsers back
+    /// to `<public_url>/oauth/<connector>/callback` and webhooks to
+    /// `<public_url>/webhooks/...`. Unset, it follows the API's own address
+    /// (`http://` + `server.listen` as bound), which suits loopback only.
+    pub public_url: Option<String>,
     /// How long an authorization state stays usable.
     #[serde(with = "humantime_serde")]
     pub state_ttl: Duration,
@@ -90,7 +106,7 @@ pub struct IntegrationsConfig {
 impl Default for IntegrationsConfig {
     fn default() -> Self {
         Self {
-            public_url: "http://127.0.0.1:8080".to_string(),
+            public_url: None,
             state_ttl: Duration::from_secs(600),
             refresh_margin: Duration::from_secs(15 * 60),
             refresh_attempts: 5,
@@ -366,6 +382,25 @@ impl Config {
         )
     }
 
+    /// The configuration used where there is no config.toml: every default, on
+    /// loopback, SQLite under ./data, and the environment variables the shipped
+    /// config.toml reads.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Self::parse(EMBEDDED_DEFAULT, Path::new("."), &|name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|error| match error {
+            ParseError::Syntax(message) => ConfigError::Syntax {
+                path: PathBuf::from("(embedded default)"),
+                message,
+            },
+            ParseError::Invalid(problems) => ConfigError::Invalid {
+                path: PathBuf::from("(embedded default)"),
+                problems,
+            },
+        })
+    }
+
     /// Parses configuration text; `env` looks variables up, relative `*_file` paths
     /// are read from `base_dir`.
     pub fn parse(
@@ -515,8 +550,8 @@ impl Config {
                 "must be longer than zero",
             ));
         }
-        if !(self.integrations.public_url.starts_with("http://")
-            || self.integrations.public_url.starts_with("https://"))
+        if let Some(url) = &self.integrations.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             problems.push(Problem::new(
                 "integrations.public_url",
@@ -727,6 +762,23 @@ mod tests {
             Err(ParseError::Invalid(problems)) => problems.iter().map(|p| p.to_string()).collect(),
             other => panic!("expected problems, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_embedded_default_runs_on_loopback_and_reads_the_environment() {
+        let quiet = |_: &str| None;
+        let config = Config::parse(EMBEDDED_DEFAULT, Path::new("."), &quiet).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.database.url.expose(), "sqlite://data/switchboard.db");
+        let env = |name: &str| match name {
+            "SWITCHBOARD_LISTEN" => Some("127.0.0.1:18080".to_string()),
+            "DATABASE_URL" => Some("postgres://sb@db/sb".to_string()),
+            _ => None,
+        };
+        let config = Config::parse(EMBEDDED_DEFAULT, Path::new("."), &env).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:18080");
+        assert_eq!(config.database.url.expose(), "postgres://sb@db/sb");
     }
 
     #[test]

@@ -161,7 +161,11 @@ impl Daemon {
                     max_body_bytes: config.pipeline.max_body_bytes,
                     tree: Arc::clone(&tree),
                     store: tree.store().clone(),
-                    public_url: config.integrations.public_url.clone(),
+                    public_url: config
+                        .integrations
+                        .public_url
+                        .clone()
+                        .unwrap_or_else(|| public_url_of(api_addr)),
                     state_ttl: config.integrations.state_ttl,
                 })),
             ),
@@ -224,6 +228,15 @@ impl Daemon {
             Ok(())
         }
     }
+}
+
+/// The API's own address as a URL, when `integrations.public_url` is not set: an
+/// address bound to every interface is reached on loopback from here.
+fn public_url_of(mut addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {

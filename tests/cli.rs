@@ -47,15 +47,16 @@ fn version_and_help_answer() {
     );
 }
 
+/// Where there is no config.toml, the embedded default is in effect (and says so);
+/// `--config` goes before or after the command.
 #[test]
-fn the_shipped_config_is_valid() {
+fn without_a_config_file_the_embedded_default_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
     let output = Command::new(BIN)
-        .args([
-            "check-config",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
-        ])
+        .arg("check-config")
+        .current_dir(dir.path())
         .env_remove("DATABASE_URL")
+        .env_remove("SWITCHBOARD_LISTEN")
         .output()
         .expect("runs");
     assert!(
@@ -64,7 +65,22 @@ fn the_shipped_config_is_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
     let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(shown.contains("embedded default"), "{shown}");
     assert!(shown.contains("listen = \"127.0.0.1:8080\""), "{shown}");
+
+    let file = config_file("[server]\nlisten = \"127.0.0.1:18081\"\n");
+    for args in [
+        vec!["--config", file.path().to_str().unwrap(), "check-config"],
+        vec!["check-config", "--config", file.path().to_str().unwrap()],
+    ] {
+        let output = Command::new(BIN)
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .expect("runs");
+        let shown = String::from_utf8_lossy(&output.stdout);
+        assert!(shown.contains("127.0.0.1:18081"), "{args:?}: {shown}");
+    }
 }
 
 #[test]
@@ -240,9 +256,14 @@ fn organizations_tokens_and_keys_are_managed_from_the_command_line() {
     let (_, list, _) = run_in(dir.path(), &["orgs", "list"]);
     assert!(list.contains(&org) && list.contains("Acme Corp"), "{list}");
 
-    let (code, out, _) = run_in(dir.path(), &["tokens", "create", "--org", &org]);
-    assert_eq!(code, 0);
+    let (code, out, _) = run_in(dir.path(), &["tokens", "create", "--org", "Acme Corp"]);
+    assert_eq!(code, 0, "an organization is named by its name too");
     let token_id = field(&out, "token id:").to_string();
+    let (_, listed, _) = run_in(dir.path(), &["tokens", "list", "--org", &org]);
+    assert!(
+        listed.contains(&token_id) && listed.contains("live"),
+        "{listed}"
+    );
     let (code, _, err) = run_in(dir.path(), &["tokens", "create", "--org", "nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("no organization 'nope'"), "{err}");

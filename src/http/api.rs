@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -93,24 +93,48 @@ async fn authenticate(
     }
 }
 
-/// JSON bodies whose errors answer in the API's error format.
+/// JSON bodies whose errors answer in the API's error format. A body without a
+/// `Content-Type` is read as JSON (as `curl -d` sends it); another declared type is a
+/// 415.
 struct ApiJson<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(JsonRejection::JsonDataError(error)) => Err(ApiError::new(
+        let declared = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let json_like = |t: &str| {
+            let essence = t.split(';').next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence.to_ascii_lowercase().ends_with("+json")
+        };
+        if let Some(declared) = declared.as_deref().filter(|t| !json_like(t)) {
+            // `curl -d` declares a form unless told otherwise: say how.
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "the body must be JSON, not {declared}: send Content-Type: application/json, or none"
+                ),
+            ));
+        }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|error| ApiError::new(error.status(), "invalid_request", error.body_text()))?;
+        match serde_json::from_slice::<T>(&body) {
+            Ok(value) => Ok(ApiJson(value)),
+            Err(error) if error.is_data() => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
-                error.body_text(),
+                error.to_string(),
             )),
             Err(error) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                error.body_text(),
+                format!("the body is not valid JSON: {error}"),
             )),
         }
     }
