@@ -216,3 +216,31 @@ async fn a_webhook_the_store_cannot_take_is_refused_with_503_and_nothing_is_ackn
     daemon.stop().await;
     proxy.cut();
 }
+
+/// A PostgreSQL database that does not exist is named as such, with the command that
+/// creates it, while the daemon keeps retrying.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_database_is_named_with_the_command_that_creates_it() {
+    let Some(db) = TestDb::unmigrated(Db::Postgres).await else {
+        return;
+    };
+    let url = db.config.url.expose().clone();
+    let (server, _) = url.rsplit_once('/').expect("a database in the URL");
+    let missing = format!("{server}/switchboard_missing_{}", std::process::id());
+    let daemon = common::TestDaemon::start_with_database(&missing, "").await;
+    common::until("the store says why", || async {
+        let (_, body) = daemon.get_json("/readyz").await;
+        body["checks"]["store"]
+            .as_str()
+            .is_some_and(|s| s.contains("does not exist: create it with `createdb"))
+    })
+    .await;
+    let (status, body) = daemon.get_json("/readyz").await;
+    assert_eq!(status, 503);
+    let said = body["checks"]["store"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("switchboard_missing_{}", std::process::id())),
+        "{said}"
+    );
+    daemon.stop().await;
+}

@@ -176,7 +176,10 @@ impl TreeQuery {
                         ApiError::new(
                             StatusCode::BAD_REQUEST,
                             "invalid_query",
-                            format!("unknown status '{name}'"),
+                            format!(
+                                "unknown status '{name}': use one of {}",
+                                Status::ALL.map(|s| s.as_str()).join(", ")
+                            ),
                         )
                     })?,
             ),
@@ -311,7 +314,12 @@ async fn list_events(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
-            format!("unknown status '{status}'"),
+            format!(
+                "unknown status '{status}': use one of {}, {}, {}",
+                events::PENDING,
+                events::DONE,
+                events::DEAD
+            ),
         ));
     }
     let found = events::list(

@@ -642,7 +642,10 @@ async fn record(
 }
 
 fn unknown_connector(name: &str) -> ApiError {
-    ApiError::not_found(format!("no connector '{name}' is available"))
+    ApiError::not_found(format!(
+        "no connector '{name}' is available: the daemon runs a connector when its \
+         [connectors.{name}] section is in its configuration"
+    ))
 }
 
 fn store_error(error: StoreError) -> ApiError {

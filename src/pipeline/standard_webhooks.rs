@@ -28,6 +28,12 @@ pub enum SignatureError {
     StaleTimestamp,
     #[error("no valid signature")]
     NoValidSignature,
+    /// A common mistake, worth its own hint: HMAC keyed with the secret's text.
+    #[error(
+        "no valid signature: it was made with the whole whsec_… string as the key; the key is \
+         the base64-decoded part after whsec_"
+    )]
+    SignedWithSecretText,
     #[error("the signing secret is malformed")]
     BadSecret,
 }
@@ -104,18 +110,20 @@ pub fn verify(
     if skew.is_none_or(|skew| skew > tolerance) {
         return Err(SignatureError::StaleTimestamp);
     }
-    let key = key(secret)?;
-    let expected = mac(&key, id, timestamp_text.trim(), body);
-    for candidate in signatures.split_whitespace() {
-        let Some(encoded) = candidate.strip_prefix("v1,") else {
-            continue;
-        };
-        let Ok(bytes) = STANDARD.decode(encoded) else {
-            continue;
-        };
-        if expected.clone().verify_slice(&bytes).is_ok() {
-            return Ok(timestamp);
-        }
+    let signed_with = |key: &[u8]| {
+        let expected = mac(key, id, timestamp_text.trim(), body);
+        signatures.split_whitespace().any(|candidate| {
+            candidate
+                .strip_prefix("v1,")
+                .and_then(|encoded| STANDARD.decode(encoded).ok())
+                .is_some_and(|bytes| expected.clone().verify_slice(&bytes).is_ok())
+        })
+    };
+    if signed_with(&key(secret)?) {
+        return Ok(timestamp);
+    }
+    if signed_with(secret.expose().as_bytes()) {
+        return Err(SignatureError::SignedWithSecretText);
     }
     Err(SignatureError::NoValidSignature)
 }
@@ -237,6 +245,25 @@ mod tests {
         } else {
             assert_eq!(verified, Err(SignatureError::StaleTimestamp));
         }
+    }
+
+    #[test]
+    fn a_signature_keyed_with_the_secrets_text_gets_a_hint() {
+        let text_key = mac(
+            SPEC_SECRET.as_bytes(),
+            SPEC_ID,
+            &SPEC_TIMESTAMP.to_string(),
+            SPEC_BODY.as_bytes(),
+        );
+        let signature = format!("v1,{}", STANDARD.encode(text_key.finalize().into_bytes()));
+        let refused = check(&signature, SPEC_BODY, SPEC_SECRET, SPEC_TIMESTAMP);
+        assert_eq!(refused, Err(SignatureError::SignedWithSecretText));
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("base64-decoded part after whsec_")
+        );
     }
 
     #[test]

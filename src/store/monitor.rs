@@ -131,9 +131,15 @@ impl StoreMonitorState {
                 self.args.interval
             }
             Err(error) => {
-                warn!(error = %error, attempt = self.failures + 1, "store check failed, retrying");
+                let explained = explain(&error, &self.args.store);
+                // Said once, clearly; the retries that follow fail the same way.
+                if self.last_error.as_deref() != Some(explained.as_str()) {
+                    warn!(error = %explained, "the store is not usable; retrying with backoff until it is");
+                } else {
+                    tracing::debug!(error = %explained, attempt = self.failures + 1, "store check failed again");
+                }
                 self.reachable = false;
-                self.last_error = Some(error.to_string());
+                self.last_error = Some(explained);
                 let delay = self.args.backoff.delay(self.failures);
                 self.failures = self.failures.saturating_add(1);
                 delay
@@ -144,4 +150,31 @@ impl StoreMonitorState {
             .send_replace(self.migrated && self.reachable);
         delay
     }
+}
+
+/// The store's error, with what to do about the usual ones.
+fn explain(error: &super::StoreError, store: &Store) -> String {
+    let text = error.to_string();
+    if let Store::Postgres { url, .. } = store
+        && text.contains("does not exist")
+        && text.contains("database")
+    {
+        // postgres://user@host:port/name?options: name the database and how to create it.
+        let url = url.expose();
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let name = path.split(['?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or(authority);
+        let (host, port) = host.split_once(':').unwrap_or((host, "5432"));
+        let user = authority
+            .split_once('@')
+            .map(|(user, _)| user.split(':').next().unwrap_or(user))
+            .filter(|user| !user.is_empty())
+            .map(|user| format!(" -U {user}"))
+            .unwrap_or_default();
+        return format!(
+            "the PostgreSQL database '{name}' does not exist: create it with `createdb -h {host} -p {port}{user} {name}`"
+        );
+    }
+    text
 }
