@@ -8,6 +8,24 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// The binary, with none of the caller's environment (a developer's DATABASE_URL or
+/// SWITCHBOARD_LISTEN must not change what a test checks).
+fn bin() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+fn bin_async() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
 fn config_file(text: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::Builder::new()
         .suffix(".toml")
@@ -19,7 +37,7 @@ fn config_file(text: &str) -> tempfile::NamedTempFile {
 
 fn check_config(text: &str) -> (i32, String, String) {
     let file = config_file(text);
-    let output = Command::new(BIN)
+    let output = bin()
         .args(["check-config", "--config"])
         .arg(file.path())
         .output()
@@ -33,13 +51,13 @@ fn check_config(text: &str) -> (i32, String, String) {
 
 #[test]
 fn version_and_help_answer() {
-    let output = Command::new(BIN).arg("--version").output().expect("runs");
+    let output = bin().arg("--version").output().expect("runs");
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("switchboard {}", env!("CARGO_PKG_VERSION"))
     );
-    let help = Command::new(BIN).arg("--help").output().expect("runs");
+    let help = bin().arg("--help").output().expect("runs");
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(
         text.contains("serve") && text.contains("check-config"),
@@ -52,11 +70,9 @@ fn version_and_help_answer() {
 #[test]
 fn without_a_config_file_the_embedded_default_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(BIN)
+    let output = bin()
         .arg("check-config")
         .current_dir(dir.path())
-        .env_remove("DATABASE_URL")
-        .env_remove("SWITCHBOARD_LISTEN")
         .output()
         .expect("runs");
     assert!(
@@ -73,7 +89,7 @@ fn without_a_config_file_the_embedded_default_runs() {
         vec!["--config", file.path().to_str().unwrap(), "check-config"],
         vec!["check-config", "--config", file.path().to_str().unwrap()],
     ] {
-        let output = Command::new(BIN)
+        let output = bin()
             .args(&args)
             .current_dir(dir.path())
             .output()
@@ -120,7 +136,7 @@ fn check_config_rejects_a_bad_address_naming_the_key() {
 #[test]
 fn serve_refuses_a_public_admin_listener_without_a_token() {
     let file = config_file("[admin]\nlisten = \"0.0.0.0:0\"\n");
-    let output = Command::new(BIN)
+    let output = bin()
         .args(["serve", "--config"])
         .arg(file.path())
         .output()
@@ -146,7 +162,7 @@ async fn serve_shuts_down_gracefully_on_sigterm_and_sigint() {
              private_key_file = \"{}/tests/fixtures/github-app-test-key.pem\"\n",
             env!("CARGO_MANIFEST_DIR")
         ));
-        let mut child = tokio::process::Command::new(BIN)
+        let mut child = bin_async()
             .args(["serve", "--config"])
             .arg(file.path())
             .current_dir(dir.path())
@@ -205,11 +221,7 @@ async fn serve_shuts_down_gracefully_on_sigterm_and_sigint() {
 }
 
 fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("runs");
+    let output = bin().args(args).current_dir(dir).output().expect("runs");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -291,7 +303,7 @@ async fn json_logging_writes_one_json_object_per_line() {
     let file = config_file(
         "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n",
     );
-    let mut child = tokio::process::Command::new(BIN)
+    let mut child = bin_async()
         .args(["serve", "--config"])
         .arg(file.path())
         .current_dir(dir.path())
@@ -324,7 +336,7 @@ async fn json_logging_writes_one_json_object_per_line() {
 /// `switchboard serve` in `dir` with `config.toml` there; its stderr lines so far and
 /// the API and admin addresses it logged.
 async fn serve_in(dir: &std::path::Path) -> (tokio::process::Child, String, String) {
-    let mut child = tokio::process::Command::new(BIN)
+    let mut child = bin_async()
         .arg("serve")
         .current_dir(dir)
         .env("RUST_LOG", "info")

@@ -94,7 +94,10 @@ fn the_quick_start_runs_the_daemon_on_its_embedded_default() {
     assert!(ready, "never ready:\n{log}");
     assert_eq!(output.status.code(), Some(0), "{log}");
     let first = log.lines().next().unwrap_or_default();
-    assert!(first.contains("embedded default"), "first log line: {first}");
+    assert!(
+        first.contains("embedded default"),
+        "first log line: {first}"
+    );
     assert!(dir.path().join("data/switchboard.db").exists());
 }
 
@@ -140,8 +143,14 @@ fn the_try_it_section_runs_as_written() {
         String::from_utf8_lossy(&output.stderr),
         std::fs::read_to_string(dir.path().join("switchboard-try/daemon.log")).unwrap_or_default()
     );
-    assert!(status.is_some(), "the README's commands did not finish:\n{printed}");
-    assert!(output.status.success(), "a README command failed:\n{printed}");
+    assert!(
+        status.is_some(),
+        "the README's commands did not finish:\n{printed}"
+    );
+    assert!(
+        output.status.success(),
+        "a README command failed:\n{printed}"
+    );
     // Both ways of signing got an event stored.
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
