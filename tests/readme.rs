@@ -66,7 +66,7 @@ fn the_quick_start_runs_the_daemon_on_its_embedded_default() {
     // a config.toml; `cargo test` is what runs this.
     let dir = tempfile::tempdir().expect("temp dir");
     let (api, admin) = (free_port(), free_port());
-    let mut daemon = command_in(dir.path(), BIN)
+    let daemon = command_in(dir.path(), BIN)
         .arg("serve")
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{api}"))
         .env("SWITCHBOARD_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
