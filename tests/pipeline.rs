@@ -98,7 +98,10 @@ async fn events_of(setup: &Setup, status: &str) -> Vec<Value> {
         ))
         .await;
     assert_eq!(code, 200, "{body}");
-    body["events"].as_array().unwrap().clone()
+    // The admin listing is newest first: these helpers hand events in stored order.
+    let mut found = body["events"].as_array().unwrap().clone();
+    found.reverse();
+    found
 }
 
 async fn wait_for(setup: &Setup, status: &str, count: usize) -> Vec<Value> {
@@ -707,5 +710,101 @@ async fn restarting_the_connector_under_load_loses_and_refuses_nothing(#[case] b
         .get_json("/admin/connectors/webhook?depth=0")
         .await;
     assert_eq!(connector["manual_restarts"], 3);
+    setup.daemon.stop().await;
+}
+
+/// The admin listing an operator reads: newest first, a page at a time with cursors
+/// that keep the filters, filters by type, connector and time, the payload as JSON
+/// when it is JSON, RFC 3339 times, one event by id, and a 404 for an integration
+/// that does not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_events_page_newest_first_with_filters_and_readable_payloads() {
+    let setup = setup(Db::Sqlite, "").await.expect("SQLite always runs");
+    let http = reqwest::Client::new();
+    let now = unix_now();
+    let mut sent = Vec::new();
+    for (n, body) in [
+        r#"{"type":"order.created","n":1}"#,
+        r#"{"type":"order.shipped","n":2}"#,
+        r#"{"type":"order.created","n":3}"#,
+        "plain text, not JSON",
+        r#"{"type":"order.created","n":5}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, answer) = send(
+            &http,
+            &setup.url,
+            &setup.secret,
+            &format!("m{n}"),
+            now,
+            body,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        sent.push(answer["id"].as_str().unwrap().to_string());
+    }
+    let daemon = &setup.daemon;
+    let get =
+        |query: String| async move { daemon.get_json(&format!("/admin/events?{query}")).await };
+    let ids = |page: &Value| -> Vec<String> {
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let id = &setup.integration_id;
+    let (status, first) = get(format!("integration_id={id}&limit=2")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        ids(&first),
+        [sent[4].clone(), sent[3].clone()],
+        "newest first"
+    );
+    let (_, second) = get(first["next"].as_str().unwrap().to_string()).await;
+    assert_eq!(ids(&second), [sent[2].clone(), sent[1].clone()]);
+    let (_, third) = get(second["next"].as_str().unwrap().to_string()).await;
+    assert_eq!(ids(&third), [sent[0].clone()]);
+    assert!(third["next"].is_null(), "{third}");
+    let (_, back) = get(second["prev"].as_str().unwrap().to_string()).await;
+    assert_eq!(ids(&back), ids(&first), "prev leads back");
+
+    let (_, created) = get(format!("integration_id={id}&event_type=order.created")).await;
+    assert_eq!(
+        ids(&created),
+        [sent[4].clone(), sent[2].clone(), sent[0].clone()]
+    );
+    let (_, text) = get("connector=webhook&event_type=webhook".to_string()).await;
+    let text = &text["events"][0];
+    assert_eq!(
+        (&text["payload"], &text["payload_format"]),
+        (&json!("plain text, not JSON"), &json!("text"))
+    );
+    let (_, none) = get("connector=github".to_string()).await;
+    assert!(ids(&none).is_empty());
+    let (_, later) = get("since=2100-01-01T00:00:00Z".to_string()).await;
+    assert!(ids(&later).is_empty());
+    let (_, earlier) = get("until=2100-01-01T00:00:00Z&limit=1000".to_string()).await;
+    assert_eq!(ids(&earlier).len(), 5);
+    let (status, bad) = get("since=yesterday".to_string()).await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, unknown) =
+        get("integration_id=00000000-0000-0000-0000-000000000000".to_string()).await;
+    assert_eq!(status, 404, "{unknown}");
+
+    let (status, one) = setup
+        .daemon
+        .get_json(&format!("/admin/events/{}", sent[1]))
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["payload"]["type"], "order.shipped");
+    assert_eq!(one["payload_format"], "json");
+    assert_eq!(one["attempts"], 0);
+    assert!(one["received_at"].as_str().unwrap().ends_with('Z'), "{one}");
+    assert_eq!(setup.daemon.get_json("/admin/events/nope").await.0, 404);
     setup.daemon.stop().await;
 }

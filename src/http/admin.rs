@@ -57,6 +57,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             post(validate_integration),
         )
         .route("/admin/events", get(list_events))
+        .route("/admin/events/{id}", get(get_event))
         .route("/admin/events/{id}/replay", post(replay_event))
         .route("/admin/vault", get(vault_status))
         .route("/admin/vault/rotate", post(rotate_vault))
@@ -297,17 +298,73 @@ async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     status: Option<String>,
+    connector: Option<String>,
     integration_id: Option<String>,
+    event_type: Option<String>,
+    /// RFC 3339: received at or after.
+    since: Option<String>,
+    /// RFC 3339: received before.
+    until: Option<String>,
+    /// A page of older events than this event id (the `next` of a page).
+    before: Option<String>,
+    /// A page of newer events than this event id (the `prev` of a page).
+    after: Option<String>,
     limit: Option<i64>,
 }
 
-/// Events by status (`pending`, `done`, `dead`) and integration, oldest first.
+fn rfc3339(at: chrono::NaiveDateTime) -> String {
+    at.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// An event as an operator reads it: times in RFC 3339 (UTC, `Z`), the payload as
+/// JSON when it is JSON and as the text it is otherwise.
+fn event_json(event: &events::Event) -> serde_json::Value {
+    let (payload, format) = match serde_json::from_str::<serde_json::Value>(&event.payload) {
+        Ok(parsed) => (parsed, "json"),
+        Err(_) => (json!(event.payload), "text"),
+    };
+    json!({
+        "id": event.id,
+        "organization_id": event.organization_id,
+        "integration_id": event.integration_id,
+        "connector_type": event.connector_type,
+        "event_type": event.event_type,
+        "delivery_id": event.delivery_id,
+        "status": event.status,
+        "attempts": event.attempts,
+        "last_error": event.last_error,
+        "next_attempt_at": event.next_attempt_at.map(rfc3339),
+        "received_at": rfc3339(event.received_at),
+        "occurred_at": event.occurred_at.map(rfc3339),
+        "processed_at": event.processed_at.map(rfc3339),
+        "payload": payload,
+        "payload_format": format,
+    })
+}
+
+fn invalid_query(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+}
+
+fn parse_time(name: &str, value: Option<&str>) -> Result<Option<chrono::NaiveDateTime>, ApiError> {
+    value
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.naive_utc())
+                .map_err(|e| invalid_query(format!("{name}: not an RFC 3339 time ({e})")))
+        })
+        .transpose()
+}
+
+/// Events, newest first, a page at a time: filtered by status (`pending`, `done`,
+/// `dead`), connector, integration, event type and time received. The answer's `next`
+/// (older) and `prev` (newer) are the query strings of the neighbouring pages.
 async fn list_events(
     State(state): State<Arc<AdminState>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(query) = query
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(query) = query.map_err(|e| invalid_query(e.body_text()))?;
     if let Some(status) = query.status.as_deref()
         && ![events::PENDING, events::DONE, events::DEAD].contains(&status)
     {
@@ -322,15 +379,76 @@ async fn list_events(
             ),
         ));
     }
-    let found = events::list(
-        state.tree.store(),
-        query.status.as_deref(),
-        query.integration_id.as_deref(),
-        query.limit.unwrap_or(100).clamp(1, 10_000),
-    )
-    .await
-    .map_err(store_unavailable)?;
-    Ok(Json(json!({"events": found})))
+    if query.before.is_some() && query.after.is_some() {
+        return Err(invalid_query("give before or after, not both"));
+    }
+    let store = state.tree.store();
+    if let Some(id) = query.integration_id.as_deref()
+        && !integrations::exists(store, id)
+            .await
+            .map_err(store_unavailable)?
+    {
+        return Err(ApiError::not_found(format!("no integration '{id}'")));
+    }
+    let filter = events::EventFilter {
+        status: query.status.as_deref(),
+        connector_type: query.connector.as_deref(),
+        integration_id: query.integration_id.as_deref(),
+        event_type: query.event_type.as_deref(),
+        since: parse_time("since", query.since.as_deref())?,
+        until: parse_time("until", query.until.as_deref())?,
+        before: query.before.as_deref(),
+        after: query.after.as_deref(),
+        limit: query.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let found = events::page(store, &filter)
+        .await
+        .map_err(store_unavailable)?;
+    // The neighbouring pages keep every filter and move the cursor.
+    let cursor = |key: &str, id: &str| {
+        let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("status", &query.status),
+            ("connector", &query.connector),
+            ("integration_id", &query.integration_id),
+            ("event_type", &query.event_type),
+            ("since", &query.since),
+            ("until", &query.until),
+        ] {
+            if let Some(value) = value {
+                pairs.append_pair(name, value);
+            }
+        }
+        pairs.append_pair("limit", &filter.limit.to_string());
+        pairs.append_pair(key, id);
+        pairs.finish()
+    };
+    let full = found.len() as i64 == filter.limit;
+    let next = found
+        .last()
+        .filter(|_| full || query.after.is_some())
+        .map(|e| cursor("before", &e.id));
+    let prev = found
+        .first()
+        .filter(|_| query.before.is_some() || (query.after.is_some() && full))
+        .map(|e| cursor("after", &e.id));
+    Ok(Json(json!({
+        "events": found.iter().map(event_json).collect::<Vec<_>>(),
+        "next": next,
+        "prev": prev,
+    })))
+}
+
+/// One event with its attempts, last error and payload.
+async fn get_event(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    events::get(state.tree.store(), &id)
+        .await
+        .map_err(store_unavailable)?
+        .map(|event| Json(event_json(&event)))
+        .ok_or_else(|| ApiError::not_found(format!("no event '{id}'")))
 }
 
 /// Puts an event back to pending; its integration processes it again, in order.
@@ -347,7 +465,7 @@ async fn replay_event(
     if let Some(integration_id) = &event.integration_id {
         state.tree.wake_integration(integration_id);
     }
-    Ok(Json(json!({"event": event})))
+    Ok(Json(json!({"event": event_json(&event)})))
 }
 
 /// Key ids, which one is active, how many credentials each protects, and the rotation.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_actors::{BreakerConfig, CircuitBreaker};
+use switchboard_actors::{BreakerConfig, BreakerState, CircuitBreaker};
 use wildmatch::WildMatch;
 
 use super::Envelope;
@@ -200,9 +200,20 @@ impl Routes {
             },
         };
         let mut breaker = route.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let before = breaker.state();
         match &outcome {
             Ok(()) => breaker.record_success(),
             Err(_) => breaker.record_failure(),
+        }
+        match (before, breaker.state()) {
+            (BreakerState::Open, _) | (_, BreakerState::HalfOpen) => {}
+            (_, BreakerState::Open) => {
+                tracing::info!(route = %target, "route breaker opened: its events wait for their retries")
+            }
+            (BreakerState::HalfOpen, BreakerState::Closed) => {
+                tracing::info!(route = %target, "route breaker closed: the route answers again")
+            }
+            _ => {}
         }
         outcome
     }

@@ -415,6 +415,70 @@ pub async fn list(
     Ok(found)
 }
 
+/// What the admin listing filters on; every field is optional. `before` and `after`
+/// are event ids (time-ordered): a page holds the events just older than `before`,
+/// or just newer than `after`, newest first either way.
+#[derive(Debug, Default, Clone)]
+pub struct EventFilter<'a> {
+    pub status: Option<&'a str>,
+    pub connector_type: Option<&'a str>,
+    pub integration_id: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    /// Received at or after.
+    pub since: Option<NaiveDateTime>,
+    /// Received before.
+    pub until: Option<NaiveDateTime>,
+    pub before: Option<&'a str>,
+    pub after: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// A page of events, newest first, for an operator (see [`EventFilter`]).
+pub async fn page(store: &Store, filter: &EventFilter<'_>) -> Result<Vec<Event>, StoreError> {
+    let mut found = with_conn!(store, |conn| {
+        let mut query = events::table.into_boxed();
+        if let Some(status) = filter.status {
+            query = query.filter(status_is(status));
+        }
+        if let Some(connector) = filter.connector_type {
+            query = query.filter(events::connector_type.eq(connector));
+        }
+        if let Some(integration_id) = filter.integration_id {
+            query = query.filter(events::integration_id.eq(integration_id));
+        }
+        if let Some(event_type) = filter.event_type {
+            query = query.filter(events::event_type.eq(event_type));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(events::received_at.ge(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(events::received_at.lt(until));
+        }
+        if let Some(before) = filter.before {
+            query = query.filter(events::id.lt(before));
+        }
+        query = match filter.after {
+            // The page just after the cursor: read upwards from it, shown newest first.
+            Some(after) => query.filter(events::id.gt(after)).order(events::id.asc()),
+            None => query.order(events::id.desc()),
+        };
+        query.limit(filter.limit).load::<Event>(conn).await
+    })?;
+    if filter.after.is_some() {
+        found.reverse();
+    }
+    Ok(found)
+}
+
+/// One event by id, whatever its status.
+pub async fn get(store: &Store, id: &str) -> Result<Option<Event>, StoreError> {
+    let found = with_conn!(store, |conn| {
+        events::table.find(id).first::<Event>(conn).await.optional()
+    })?;
+    Ok(found)
+}
+
 /// Puts a dead (or done) event back to pending, with its attempts reset.
 pub async fn replay(store: &Store, id: &str) -> Result<Event, StoreError> {
     write_tx!(store, |conn| {

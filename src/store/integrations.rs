@@ -377,9 +377,9 @@ pub async fn create_pending(
     connector_type: &str,
     user_id: Option<&str>,
 ) -> Result<Integration, StoreError> {
-    // Concurrent authorizations for one organization each find the pending one before
-    // either inserts its own; the loser's insert meets the winner's row and goes again,
-    // replacing it: each gets a state, and the last pending one wins.
+    // Authorizations of one organization are serialized by a row lock (see below); a
+    // unique violation can still come from a race with an activation, and is tried
+    // again: each authorization gets a state, and the last pending one wins.
     let mut attempts = 0;
     loop {
         match try_create_pending(store, organization_id, connector_type, user_id).await {
@@ -410,6 +410,16 @@ async fn try_create_pending(
     };
     let inserted = row.clone();
     write_tx!(store, |conn| {
+        // Authorizations of one organization take their turns: the organization's row
+        // is locked (a no-op update) until this one commits, so the next one sees its
+        // pending integration and replaces it.
+        diesel::update(
+            super::schema::organizations::table
+                .filter(super::schema::organizations::id.eq(organization_id)),
+        )
+        .set(super::schema::organizations::id.eq(super::schema::organizations::id))
+        .execute(conn)
+        .await?;
         let live = integrations::table
             .filter(integrations::organization_id.eq(organization_id))
             .filter(integrations::connector_type.eq(connector_type))
@@ -613,6 +623,20 @@ pub async fn set_metadata(
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+/// Whether an integration with this id was ever created, in any status (a system
+/// query, for the admin endpoint's filters).
+pub async fn exists(store: &Store, id: &str) -> Result<bool, StoreError> {
+    let found = with_conn!(store, |conn| {
+        integrations::table
+            .find(id)
+            .select(integrations::id)
+            .first::<String>(conn)
+            .await
+            .optional()
+    })?;
+    Ok(found.is_some())
 }
 
 /// The live integration bound to a provider account (a GitHub installation, a Slack
