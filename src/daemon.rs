@@ -172,6 +172,11 @@ impl Daemon {
         ];
         info!(addr = %admin_addr, authenticated = config.admin.token.is_some(), "admin endpoint listening");
         info!(addr = %api_addr, "api listening");
+        let ready_tree = Arc::clone(&tree);
+        tokio::spawn(async move {
+            ready_tree.wait_ready().await;
+            info!(api = %api_addr, admin = %admin_addr, "ready");
+        });
         let mut github_webhook_addr = None;
         if let Some(listener) = github_listener {
             let addr = local_addr(&listener, github_listen.unwrap_or(config.server.listen));

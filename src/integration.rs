@@ -258,7 +258,9 @@ pub struct IntegrationState {
     provider: ProviderGate,
     last_validated_at: Option<Timestamp>,
     last_refreshed_at: Option<Timestamp>,
-    last_error: Option<String>,
+    /// What is wrong now, and which part of the actor's work it concerns: the part
+    /// that succeeds next clears it.
+    last_error: Option<(Work, String)>,
     refresh_failures: u32,
     /// The pending refresh; replaced when rescheduled, aborted when the actor stops.
     refresh_timer: Option<Timer>,
@@ -269,7 +271,23 @@ pub struct IntegrationState {
 
 type Timer = JoinHandle<Result<(), ractor::MessagingErr<IntegrationMsg>>>;
 
+/// The parts of an integration actor's work, for what its `last_error` concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Validating, refreshing or revoking the credentials.
+    Credentials,
+    /// Processing events.
+    Events,
+}
+
 impl IntegrationState {
+    /// `work` just succeeded: an error it had left is over.
+    fn recovered(&mut self, work: Work) {
+        if self.last_error.as_ref().is_some_and(|(of, _)| *of == work) {
+            self.last_error = None;
+        }
+    }
+
     /// Runs one provider call through the limiter and the breaker.
     async fn call_provider<T>(
         &self,
@@ -307,11 +325,13 @@ impl IntegrationState {
         match self.call_provider(connector.validate(&credentials)).await {
             Ok(()) => {
                 self.last_validated_at = Some(Timestamp::now());
+                self.recovered(Work::Credentials);
                 Ok(())
             }
             Err(error) => {
                 let message = error.message();
-                self.last_error = Some(format!("validation failed: {message}"));
+                self.last_error =
+                    Some((Work::Credentials, format!("validation failed: {message}")));
                 if let CallError::Failed(ConnectorError::Unauthorized(_)) = error {
                     self.mark_error(&message).await;
                 }
@@ -379,7 +399,7 @@ impl IntegrationState {
             Err(reason) => {
                 self.refresh_failures += 1;
                 warn!(integration_id = %self.integration.id, failures = self.refresh_failures, error = %reason, "credential refresh failed");
-                self.last_error = Some(format!("refresh failed: {reason}"));
+                self.last_error = Some((Work::Credentials, format!("refresh failed: {reason}")));
                 self.services
                     .credentials
                     .audit(
@@ -434,7 +454,8 @@ impl IntegrationState {
                 Ok(credentials) => Some(credentials),
                 Err(error) => {
                     warn!(integration_id = %self.integration.id, error = %error, "credentials unavailable for events");
-                    self.last_error = Some(format!("credentials unavailable: {error}"));
+                    self.last_error =
+                        Some((Work::Events, format!("credentials unavailable: {error}")));
                     self.schedule_events(myself, pipeline.retry.delay(1));
                     return;
                 }
@@ -489,6 +510,7 @@ impl IntegrationState {
             };
             let reason = match outcome {
                 Ok(effect) => {
+                    self.recovered(Work::Events);
                     self.events_processed += 1;
                     pipeline.metrics.processed.inc();
                     done.push(event.id);
@@ -505,7 +527,7 @@ impl IntegrationState {
                 Err(reason) => reason,
             };
             let attempts = event.attempts.saturating_add(1);
-            self.last_error = Some(format!("event {} failed: {reason}", event.id));
+            self.last_error = Some((Work::Events, format!("event {} failed: {reason}", event.id)));
             if u32::try_from(attempts).unwrap_or(u32::MAX) >= pipeline.max_attempts {
                 warn!(integration_id = %self.integration.id, event_id = %event.id, attempts, error = %reason, "event dead");
                 pipeline.metrics.dead.inc();
@@ -613,7 +635,10 @@ impl IntegrationState {
             .await
         {
             warn!(integration_id = %self.integration.id, error = %error, "revocation by the provider not recorded yet");
-            self.last_error = Some(format!("revocation not recorded: {error}"));
+            self.last_error = Some((
+                Work::Credentials,
+                format!("revocation not recorded: {error}"),
+            ));
             let delay = self.services.backoff.delay(1);
             self.schedule_events(myself, delay);
             return;
@@ -645,7 +670,10 @@ impl IntegrationState {
             .set_status(&self.integration, status)
             .await
         {
-            Ok(()) => self.integration.status = status.to_string(),
+            Ok(()) => {
+                info!(integration_id = %self.integration.id, from = %self.integration.status, to = status, "integration status changed");
+                self.integration.status = status.to_string();
+            }
             Err(error) => {
                 warn!(integration_id = %self.integration.id, error = %error, "status not stored")
             }
@@ -670,7 +698,7 @@ impl IntegrationState {
         .with_detail("refresh_failures", self.refresh_failures)
         .with_detail("limiter", self.provider.limiter());
         report.breaker = Some(self.provider.breaker());
-        report.last_error = self.last_error.clone();
+        report.last_error = self.last_error.as_ref().map(|(_, error)| error.clone());
         report
     }
 }

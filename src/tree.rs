@@ -71,6 +71,8 @@ pub struct ActorTree {
     intake: Arc<Intake>,
     /// What connectors were handed to reach the daemon; points here once attached.
     daemon_services: Arc<TreeServices>,
+    /// Whether the store monitor holds the store ready (migrated and answering).
+    store_ready: watch::Receiver<bool>,
 }
 
 /// The daemon as connectors see it (the Slack bot's `status` and `restart`). It holds
@@ -122,15 +124,15 @@ impl connectors::DaemonServices for TreeServices {
         Ok(lines)
     }
 
-    async fn restart_connector(&self, name: &str) -> Result<(), String> {
+    async fn restart_connector(&self, name: &str, by: &str) -> Result<(), String> {
         let tree = self.tree()?;
         if !tree.connectors.iter().any(|c| c == name) {
             return Err(format!("no connector named '{name}'"));
         }
-        let name = name.to_string();
+        let (name, by) = (name.to_string(), by.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(REQUESTED_RESTART_DELAY).await;
-            if let Err(error) = tree.restart_connector(&name).await {
+            if let Err(error) = tree.restart_connector(&name, &by).await {
                 warn!(connector = %name, error = %error, "requested restart failed");
             }
         });
@@ -316,7 +318,26 @@ impl ActorTree {
             metrics,
             intake,
             daemon_services,
+            store_ready,
         })
+    }
+
+    /// Resolves once the store is migrated and the vault has its keys: the daemon is
+    /// ready for its first request (for the one "ready" line of the log).
+    pub async fn wait_ready(&self) {
+        let mut store_ready = self.store_ready.clone();
+        if store_ready.wait_for(|ready| *ready).await.is_err() {
+            return;
+        }
+        let vault = self.vault();
+        loop {
+            match vault.ready(Duration::from_secs(60)).await {
+                Ok(_) => return,
+                // Sealed, it never will be: the vault said why in the log.
+                Err(crate::vault::VaultError::Sealed(_)) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     pub fn pipeline_metrics(&self) -> &PipelineMetrics {
@@ -369,12 +390,16 @@ impl ActorTree {
     }
 
     /// Restarts one connector (and everything under it), nothing else.
-    pub async fn restart_connector(&self, name: &str) -> Result<(), TreeError> {
+    /// Restarts one connector and its integrations; `by` says who asked (for the log).
+    pub async fn restart_connector(&self, name: &str, by: &str) -> Result<(), TreeError> {
         if !self.connectors.iter().any(|c| c == name) {
             return Err(TreeError::UnknownConnector(name.to_string()));
         }
         match self.root.restart_child(&connectors::actor_name(name)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                info!(connector = name, by, "connector restarted");
+                Ok(())
+            }
             Err(SupervisorError::UnknownChild(_)) => {
                 Err(TreeError::UnknownConnector(name.to_string()))
             }
@@ -390,14 +415,17 @@ impl ActorTree {
     }
 
     /// Restarts one integration's actor, under whichever connector supervises it.
-    pub async fn restart_integration(&self, id: &str) -> Result<(), TreeError> {
+    pub async fn restart_integration(&self, id: &str, by: &str) -> Result<(), TreeError> {
         let child = integration::actor_name(id);
         for name in self.services.keys() {
             let Some(supervisor) = self.connector_supervisor(name) else {
                 continue;
             };
             match supervisor.restart_child(&child).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    info!(integration_id = id, by, "integration actor restarted");
+                    return Ok(());
+                }
                 Err(SupervisorError::UnknownChild(_) | SupervisorError::Unavailable) => continue,
                 Err(_) => return Err(TreeError::Unavailable),
             }

@@ -158,4 +158,24 @@ fn the_try_it_section_runs_as_written() {
         2,
         "{printed}"
     );
+    // The daemon's log tells the story one line per lifecycle change, and nothing per
+    // event at info.
+    let log = std::fs::read_to_string(dir.path().join("switchboard-try/daemon.log"))
+        .expect("the daemon's log");
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("daemon: ready"), 1, "one ready line:\n{log}");
+    for change in [
+        "api listening",
+        "admin endpoint listening",
+        "integration authorization started",
+        "integration activated",
+        "integration revoked",
+    ] {
+        assert_eq!(lines(change), 1, "{change}:\n{log}");
+    }
+    assert_eq!(
+        lines("order-1001"),
+        0,
+        "events are not logged at info:\n{log}"
+    );
 }

@@ -78,6 +78,13 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Why an actor stopped abnormally, and when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub reason: String,
+    pub at: Timestamp,
+}
+
 /// One node of the health tree.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthReport {
@@ -93,7 +100,11 @@ pub struct HealthReport {
     pub restarts: u32,
     /// Restarts asked for explicitly (an operator, the admin endpoint), counted apart.
     pub manual_restarts: u32,
+    /// What is wrong now; cleared once the actor recovers.
     pub last_error: Option<String>,
+    /// The last failure that stopped the actor (and when), kept after it recovered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
     pub last_restart_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerSnapshot>,
@@ -116,6 +127,7 @@ impl HealthReport {
             restarts: 0,
             manual_restarts: 0,
             last_error: None,
+            last_failure: None,
             last_restart_at: None,
             breaker: None,
             mailbox_len: None,
@@ -186,6 +198,7 @@ impl HealthReport {
                 own.kind
             },
             last_error: own.last_error.or(self.last_error),
+            last_failure: own.last_failure.or(self.last_failure),
             stale: own.stale || self.stale,
             name: self.name,
             actor_id: self.actor_id,

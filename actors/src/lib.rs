@@ -26,7 +26,7 @@ pub use circuit_breaker::{
     BreakerConfig, BreakerError, BreakerSnapshot, BreakerState, CallRejected, CircuitBreaker,
     Clock, ManualClock, TokioClock,
 };
-pub use health::{HealthReport, ObserveHealth, ReportCache, Status, Timestamp, observe};
+pub use health::{Failure, HealthReport, ObserveHealth, ReportCache, Status, Timestamp, observe};
 pub use rate_limit::{LimiterSnapshot, Quota, RateLimiter, parse_retry_after};
 pub use registry::Registry;
 pub use restart::{Backoff, Intensity, Restart, Strategy};

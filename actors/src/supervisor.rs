@@ -335,6 +335,7 @@ struct Child {
     restarts: u32,
     manual_restarts: u32,
     last_error: Option<String>,
+    last_failure: Option<(String, SystemTime)>,
     last_restart_at: Option<SystemTime>,
     /// This child's recent restarts: the `n` of its backoff.
     recent: RestartWindow,
@@ -353,6 +354,7 @@ impl Child {
             restarts: 0,
             manual_restarts: 0,
             last_error: None,
+            last_failure: None,
             last_restart_at: None,
             recent: RestartWindow::default(),
             epoch: 0,
@@ -365,6 +367,13 @@ impl Child {
         report.restarts = self.restarts;
         report.manual_restarts = self.manual_restarts;
         report.last_error = self.last_error.clone();
+        report.last_failure =
+            self.last_failure
+                .as_ref()
+                .map(|(reason, at)| crate::health::Failure {
+                    reason: reason.clone(),
+                    at: Timestamp(*at),
+                });
         report.last_restart_at = self.last_restart_at.map(Timestamp);
         report.actor_id = self.cell.as_ref().map(|cell| cell.get_id().to_string());
         report
@@ -461,6 +470,8 @@ impl SupervisorState {
         match started {
             Ok(cell) => {
                 child.status = Status::Running;
+                // Running again: what stopped it is history (`last_failure`), not now.
+                child.last_error = None;
                 self.by_actor.insert(cell.get_id(), id.to_string());
                 if let Some(child) = self.child_mut(id) {
                     child.cell = Some(cell);
@@ -604,6 +615,7 @@ impl Supervisor {
         let abnormal = matches!(exit, Exit::Abnormal(_));
         if let Exit::Abnormal(reason) = &exit {
             child.last_error = Some(reason.clone());
+            child.last_failure = Some((reason.clone(), SystemTime::now()));
         }
         if !child.spec.restart.restarts_after(abnormal) {
             child.status = if abnormal {
@@ -913,6 +925,10 @@ pub fn observe_tree_with(
             _ => return None,
         };
         let mut report = snapshot.report;
+        // A supervisor's own report names its actor as its parent's view of it does.
+        report
+            .actor_id
+            .get_or_insert_with(|| actor.get_id().to_string());
         let below = options.below().unwrap_or(ObserveOptions {
             depth: Some(0),
             ..options

@@ -168,10 +168,13 @@ async fn every_kind_of_failure_is_restarted(#[case] failure: TestMsg, #[case] fa
                 .count(),
             2
         );
+        // Running again: nothing is wrong now, and the failure is kept as history.
+        assert_eq!(report.last_error, None);
         assert!(
             report
-                .last_error
-                .expect("error kept")
+                .last_failure
+                .expect("failure kept")
+                .reason
                 .contains("refused to start")
         );
     }
@@ -216,7 +219,12 @@ async fn intensity_exceeded_escalates_to_the_parent_naming_the_child() {
         report.restarts, 1,
         "root restarted the escalating supervisor once"
     );
-    let reason = report.last_error.clone().expect("escalation reason kept");
+    assert_eq!(report.last_error, None, "recovered: nothing wrong now");
+    let reason = report
+        .last_failure
+        .clone()
+        .expect("escalation reason kept")
+        .reason;
     assert!(reason.contains("supervisor 'inner' gave up"), "{reason}");
     assert!(reason.contains("child 'flaky'"), "{reason}");
     // The restarted supervisor brought its child back, with a clean slate.

@@ -220,7 +220,8 @@ pub struct IntegrationLine {
 pub trait DaemonServices: Send + Sync + 'static {
     /// An organization's integrations, with their actors' health.
     async fn integrations(&self, organization_id: &str) -> Result<Vec<IntegrationLine>, String>;
-    async fn restart_connector(&self, name: &str) -> Result<(), String>;
+    /// Restarts a connector; `by` says who asked, for the log.
+    async fn restart_connector(&self, name: &str, by: &str) -> Result<(), String>;
 }
 
 /// What a connector's own actors need from the daemon, handed over once as the tree

@@ -234,14 +234,33 @@ async fn restart_connector(
 ) -> Result<Json<HealthReport>, ApiError> {
     state
         .tree
-        .restart_connector(&name)
+        .restart_connector(&name, "admin API")
         .await
         .map_err(tree_error)?;
     let summary = ObserveOptions {
         depth: Some(0),
         ..ObserveOptions::default()
     };
-    connector_node(&state, &name, summary).await.map(Json)
+    // The connector as it is once restarted (its integrations start behind it; poll
+    // `GET /admin/connectors/{name}` for them).
+    let mut node = connector_node(&state, &name, summary.clone()).await?;
+    for _ in 0..RESTART_SETTLE_POLLS {
+        if settled(node.status) {
+            break;
+        }
+        tokio::time::sleep(RESTART_SETTLE_POLL).await;
+        node = connector_node(&state, &name, summary.clone()).await?;
+    }
+    Ok(Json(node))
+}
+
+/// How long a restart's answer waits for the restarted actor to settle.
+const RESTART_SETTLE_POLLS: u32 = 50;
+const RESTART_SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether a restarted actor is done restarting (running, or given up).
+fn settled(status: Status) -> bool {
+    matches!(status, Status::Running | Status::Failed | Status::Stopped)
 }
 
 async fn restart_integration(
@@ -250,14 +269,18 @@ async fn restart_integration(
 ) -> Result<Json<HealthReport>, ApiError> {
     state
         .tree
-        .restart_integration(&id)
+        .restart_integration(&id, "admin API")
         .await
         .map_err(tree_error)?;
-    state
-        .tree
-        .integration_node(&id)
-        .await
-        .map(Json)
+    let mut node = None;
+    for _ in 0..RESTART_SETTLE_POLLS {
+        node = state.tree.integration_node(&id).await;
+        if node.as_ref().is_some_and(|n| settled(n.status)) {
+            break;
+        }
+        tokio::time::sleep(RESTART_SETTLE_POLL).await;
+    }
+    node.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no integration '{id}' is running")))
 }
 
@@ -534,13 +557,22 @@ async fn rotate_vault(State(state): State<Arc<AdminState>>) -> Result<Response, 
     });
     drop(current);
     let task_state = Arc::clone(&state);
+    tracing::info!(new_key_id = %new_key_id, by = "admin API", "key rotation started");
     tokio::spawn(async move {
         let store = task_state.tree.store().clone();
         let outcome = rotation::reencrypt(&store, &vault, task_state.rotation_batch, None)
             .await
             .map_err(|e| e.to_string());
-        if let Err(error) = &outcome {
-            tracing::warn!(error = %error, "rotation failed; credentials stay readable and the next start resumes it");
+        match &outcome {
+            Ok(report) => tracing::info!(
+                reencrypted = report.reencrypted,
+                failed = report.failed,
+                took = ?report.took,
+                "key rotation finished"
+            ),
+            Err(error) => {
+                tracing::warn!(error = %error, "rotation failed; credentials stay readable and the next start resumes it")
+            }
         }
         if let Some(run) = task_state.rotation.current.lock().await.as_mut() {
             run.outcome = Some(outcome);

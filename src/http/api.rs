@@ -627,6 +627,14 @@ async fn record(
     integration_id: Option<&str>,
     details: Value,
 ) {
+    // One line per lifecycle change, for the operator following the log.
+    let said = match action {
+        "integration.authorize" => "integration authorization started",
+        "integration.callback" => "integration activated",
+        "integration.revoke" => "integration revoked",
+        other => other,
+    };
+    tracing::info!(organization_id = org, integration_id, connector = %details["connector_type"].as_str().unwrap_or_default(), "{said}");
     if let Err(error) = audit::record(
         store,
         Some(org),

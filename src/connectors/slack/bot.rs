@@ -87,7 +87,10 @@ pub async fn answer(
             let Some(daemon) = daemon else {
                 return Some(unavailable());
             };
-            match daemon.restart_connector(connector).await {
+            match daemon
+                .restart_connector(connector, &format!("Slack user {user}"))
+                .await
+            {
                 Ok(()) => format!("Restarting the {connector} connector now."),
                 Err(error) => format!("Could not restart {connector}: {error}"),
             }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use self::web_api::{Auth, SlackError, SlackWebApi};
 use super::{
@@ -545,7 +545,7 @@ impl Connector for SlackConnector {
         if from_a_bot || !to_the_bot {
             return Ok(EventEffect::None);
         }
-        info!(integration_id = %credentials.integration_id, event = %event.event_type, "answering in Slack");
+        debug!(integration_id = %credentials.integration_id, event = %event.event_type, "answering in Slack");
         self.shared.converse(credentials, inner, provider).await?;
         Ok(EventEffect::None)
     }
