@@ -38,8 +38,8 @@ async fn post_event(daemon: &TestDaemon, event: &Value) -> u16 {
         .as_u16()
 }
 
-/// Installs the app in the fake workspace for the token's organization.
-async fn install(daemon: &TestDaemon, token: &str) -> Value {
+/// Starts Slack's OAuth for the token's organization: the state Slack would carry.
+async fn start_oauth(daemon: &TestDaemon, token: &str) -> String {
     let (status, started) = daemon
         .call_api(
             token,
@@ -48,15 +48,23 @@ async fn install(daemon: &TestDaemon, token: &str) -> Value {
         )
         .await;
     assert_eq!(status, 200, "{started}");
-    let state = started["state"].as_str().unwrap();
-    let page = daemon
+    started["state"].as_str().unwrap().to_string()
+}
+
+/// Slack sends the browser back with `query`.
+async fn redirect(daemon: &TestDaemon, query: &str) -> reqwest::Response {
+    daemon
         .http
-        .get(daemon.api_url(&format!(
-            "/oauth/slack/callback?code={GOOD_CODE}&state={state}"
-        )))
+        .get(daemon.api_url(&format!("/oauth/slack/callback?{query}")))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Installs the app in the fake workspace for the token's organization.
+async fn install(daemon: &TestDaemon, token: &str) -> Value {
+    let state = start_oauth(daemon, token).await;
+    let page = redirect(daemon, &format!("code={GOOD_CODE}&state={state}")).await;
     assert_eq!(page.status(), 200);
     let (_, listed) = daemon
         .call_api(token, "/integrations/list", json!({}))
@@ -165,22 +173,12 @@ async fn a_denied_authorization_shows_the_providers_words_and_closes_the_pending
     let slack = FakeSlack::start().await;
     let daemon = daemon(&slack, false, "").await;
     let (_, token) = daemon.organization("Acme").await;
-    let (_, started) = daemon
-        .call_api(
-            &token,
-            "/integrations/authorize",
-            json!({"connector_type": "slack"}),
-        )
-        .await;
-    let state = started["state"].as_str().unwrap();
-    let page = daemon
-        .http
-        .get(daemon.api_url(&format!(
-            "/oauth/slack/callback?error=access_denied&error_description=The+user+%3Cdenied%3E+access&state={state}&scope="
-        )))
-        .send()
-        .await
-        .unwrap();
+    let state = start_oauth(&daemon, &token).await;
+    let page = redirect(
+        &daemon,
+        &format!("error=access_denied&error_description=The+user+%3Cdenied%3E+access&state={state}&scope="),
+    )
+    .await;
     assert_eq!(page.status(), 400);
     assert!(
         page.headers()["content-type"]
@@ -203,22 +201,12 @@ async fn a_denied_authorization_shows_the_providers_words_and_closes_the_pending
     assert_eq!(refused["metadata"]["refused"]["error"], "access_denied");
 
     // Authorizing again, then a redirect with a repeated state and Slack's own extras.
-    let (_, started) = daemon
-        .call_api(
-            &token,
-            "/integrations/authorize",
-            json!({"connector_type": "slack"}),
-        )
-        .await;
-    let state = started["state"].as_str().unwrap();
-    let page = daemon
-        .http
-        .get(daemon.api_url(&format!(
-            "/oauth/slack/callback?code={GOOD_CODE}&state={state}&state={state}&scope=chat%3Awrite&enterprise_id="
-        )))
-        .send()
-        .await
-        .unwrap();
+    let state = start_oauth(&daemon, &token).await;
+    let page = redirect(
+        &daemon,
+        &format!("code={GOOD_CODE}&state={state}&state={state}&scope=chat%3Awrite&enterprise_id="),
+    )
+    .await;
     assert_eq!(page.status(), 200, "{}", page.text().await.unwrap());
     daemon.stop().await;
 }
