@@ -676,11 +676,14 @@ async fn status_and_the_admin_tree_agree_after_a_restart() {
         .as_str()
         .unwrap()
         .to_string();
-    let (status, _) = daemon
+    let (status, restarted) = daemon
         .post_json(&format!("/admin/integrations/{id}/restart"))
         .await;
     assert_eq!(status, 200);
+    // The answer is the actor once restarted, not a snapshot taken mid-restart.
+    assert_eq!(restarted["status"], "running", "{restarted}");
     let node = integration_node(&daemon, &id).await.expect("in the tree");
+    assert_eq!(restarted["actor_id"], node["actor_id"]);
     let (_, answer) = daemon
         .call_api(
             &token,
