@@ -2,10 +2,11 @@
 //! internet needs, which `axum::serve` does not set (it runs without a timer).
 //!
 //! - **Header timeout**: a request's head must arrive within `header_timeout` (hyper's
-//!   own timer, from the moment the connection opens or a new request starts).
+//!   own timer, from the moment the connection opens or the last answer was sent, so
+//!   it also bounds a keep-alive connection's wait for its next request).
 //! - **Idle timeout**: a connection with no request in flight and no byte read or
-//!   written for `idle_timeout` is closed (a keep-alive connection, or one that never
-//!   sent anything).
+//!   written for `idle_timeout` is closed, whatever hyper is waiting for (it matters
+//!   when `header_timeout` is set longer).
 //! - **Connection cap**: at most `max_connections` per listener. At the cap, the
 //!   oldest idle connection is closed to make room, and a new connection waits in the
 //!   kernel's backlog until one ends: idle sockets cannot lock everyone else out.
@@ -148,6 +149,7 @@ pub fn serve(
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let connections = Arc::new(Connections::default());
         let at_cap = RareLog::default();
+        let slow_heads = Arc::new(RareLog::default());
         let mut tasks = JoinSet::new();
         loop {
             let permit = match Arc::clone(&slots).try_acquire_owned() {
@@ -191,11 +193,35 @@ pub fn serve(
                 close: Arc::default(),
             };
             let (in_flight, close) = (Arc::clone(&tracked.in_flight), Arc::clone(&tracked.close));
+            let answered = Arc::new(AtomicU64::new(0));
             lock(&connections.open).insert(id, tracked);
             let connections = Arc::clone(&connections);
             let (router, limits, shutdown) = (router.clone(), limits.clone(), shutdown.clone());
+            let slow_heads = Arc::clone(&slow_heads);
             tasks.spawn(async move {
-                serve_connection(stream, router, &limits, in_flight, close, shutdown).await;
+                let served = serve_connection(
+                    stream,
+                    router,
+                    &limits,
+                    Requests {
+                        in_flight,
+                        answered: Arc::clone(&answered),
+                    },
+                    close,
+                    shutdown,
+                )
+                .await;
+                // hyper also times a keep-alive connection's wait for its next request
+                // out this way, which is no one's fault: only a connection that never
+                // completed a request head is worth a line.
+                if let Err(error) = served
+                    && error.is_timeout()
+                    && answered.load(Ordering::Relaxed) == 0
+                {
+                    slow_heads.warn(|skipped| {
+                        warn!(listener = what, timeout = ?limits.header_timeout, times_since_last = skipped, "a client did not send its request head in time: connection closed")
+                    });
+                }
                 lock(&connections.open).remove(&id);
                 drop(permit);
             });
@@ -208,22 +234,35 @@ pub fn serve(
     })
 }
 
+/// What a connection counts of its requests.
+struct Requests {
+    /// Being answered now.
+    in_flight: Arc<AtomicUsize>,
+    /// Whose head arrived, since the connection opened.
+    answered: Arc<AtomicU64>,
+}
+
 async fn serve_connection(
     stream: TcpStream,
     router: Router,
     limits: &ConnectionLimits,
-    in_flight: Arc<AtomicUsize>,
+    requests: Requests,
     close: Arc<Notify>,
     shutdown: Shutdown,
-) {
+) -> Result<(), hyper::Error> {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: Arc::clone(&activity),
     });
+    let Requests {
+        in_flight,
+        answered,
+    } = requests;
     let counter = Arc::clone(&in_flight);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let request = request.map(Body::new);
+        answered.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight::enter(&counter);
         let router = router.clone();
         async move {
@@ -248,7 +287,7 @@ async fn serve_connection(
             Instant::now() + limits.idle_timeout
         };
         tokio::select! {
-            _ = connection.as_mut() => return,
+            served = connection.as_mut() => return served,
             _ = close.notified(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
@@ -260,7 +299,7 @@ async fn serve_connection(
             _ = tokio::time::sleep_until(idle_deadline.into()), if !closing => {
                 if in_flight.load(Ordering::Acquire) == 0 && activity.last().elapsed() >= limits.idle_timeout {
                     // Idle: nothing read or written, no request being answered.
-                    return;
+                    return Ok(());
                 }
             }
         }
