@@ -1,5 +1,7 @@
 //! The `switchboard` binary: check-config, --version, and serve with a graceful exit.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -333,45 +335,6 @@ async fn json_logging_writes_one_json_object_per_line() {
     child.start_kill().expect("stops");
 }
 
-/// `switchboard serve` in `dir` with `config.toml` there; its stderr lines so far and
-/// the API and admin addresses it logged.
-async fn serve_in(dir: &std::path::Path) -> (tokio::process::Child, String, String) {
-    let mut child = bin_async()
-        .arg("serve")
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawns");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let (mut api, mut admin) = (None, None);
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("reads") {
-            let addr = || {
-                line.split("addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_string)
-            };
-            if line.contains("admin endpoint listening") {
-                admin = addr();
-            } else if line.contains("api listening") {
-                api = addr();
-            }
-            if api.is_some() && admin.is_some() {
-                return;
-            }
-        }
-        panic!("daemon exited before listening");
-    })
-    .await
-    .expect("daemon listens in time");
-    // Keep draining its log so that it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, api.expect("api"), admin.expect("admin"))
-}
-
 /// `keys rotate` next to a running daemon: the daemon rotates, so the very next
 /// credential it writes is under the new key, and `/admin/vault` says so.
 #[tokio::test]
@@ -386,7 +349,7 @@ async fn a_key_rotated_from_the_command_line_reaches_the_running_daemon() {
     let (code, out, err) = run_in(dir.path(), &["orgs", "create", "Acme"]);
     assert_eq!(code, 0, "{err}");
     let token = field(&out, "api token:").to_string();
-    let (mut daemon, api, admin) = serve_in(dir.path()).await;
+    let (mut daemon, api, admin) = common::binary::serve(dir.path()).await;
     let http = reqwest::Client::new();
     let vault = || async {
         http.get(format!("http://{admin}/admin/vault"))

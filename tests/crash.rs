@@ -4,53 +4,18 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::binary::serve;
 use common::webhooks::send;
 use serde_json::json;
 use switchboard::pipeline::standard_webhooks::unix_now;
 use switchboard::secret::Secret;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// Starts `switchboard serve` in `dir`; returns the child and its (api, admin) addresses.
-async fn serve(dir: &std::path::Path) -> (tokio::process::Child, String, String) {
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config", "config.toml"])
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawns");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let (mut api, mut admin) = (None, None);
-    while api.is_none() || admin.is_none() {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("daemon logs in time")
-            .expect("reads")
-            .expect("daemon still running");
-        let addr = || {
-            line.split("addr=")
-                .nth(1)
-                .and_then(|a| a.split_whitespace().next())
-                .map(str::to_string)
-        };
-        if line.contains("admin endpoint listening") {
-            admin = addr();
-        } else if line.contains("api listening") {
-            api = addr();
-        }
-    }
-    // Keep draining the log so the daemon never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, api.unwrap(), admin.unwrap())
-}
-
 async fn ready(http: &reqwest::Client, admin: &str) {
     for _ in 0..400 {
         if let Ok(response) = http.get(format!("http://{admin}/readyz")).send().await

@@ -1,6 +1,7 @@
 //! Helpers shared by the black-box tests: a daemon started in-process on port 0.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod db;
 pub mod fake_github;
 pub mod fake_slack;
