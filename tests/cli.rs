@@ -351,8 +351,9 @@ async fn a_key_rotated_from_the_command_line_reaches_the_running_daemon() {
     let token = field(&out, "api token:").to_string();
     let (mut daemon, api, admin) = common::binary::serve(dir.path()).await;
     let http = reqwest::Client::new();
-    let vault = || async {
-        http.get(format!("http://{admin}/admin/vault"))
+    // One JSON answer, whatever the request.
+    let json_of = |request: reqwest::RequestBuilder| async move {
+        request
             .send()
             .await
             .expect("answers")
@@ -360,6 +361,7 @@ async fn a_key_rotated_from_the_command_line_reaches_the_running_daemon() {
             .await
             .expect("json")
     };
+    let vault = || json_of(http.get(format!("http://{admin}/admin/vault")));
     let mut before = serde_json::Value::Null;
     for _ in 0..200 {
         before = vault().await["active_key"].clone();
@@ -386,19 +388,11 @@ async fn a_key_rotated_from_the_command_line_reaches_the_running_daemon() {
 
     // The next credential written: a generic webhook's signing secret.
     let call = |path: &'static str, body: serde_json::Value| {
-        let request = http
-            .post(format!("http://{api}{path}"))
-            .bearer_auth(&token)
-            .json(&body);
-        async move {
-            request
-                .send()
-                .await
-                .expect("answers")
-                .json::<serde_json::Value>()
-                .await
-                .expect("json")
-        }
+        json_of(
+            http.post(format!("http://{api}{path}"))
+                .bearer_auth(&token)
+                .json(&body),
+        )
     };
     let started = call(
         "/integrations/authorize",

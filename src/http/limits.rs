@@ -75,15 +75,6 @@ impl RequestLimits {
         self.precheck = Some(precheck);
         self
     }
-
-    /// KiB of the budget free now (for tests and the health report).
-    pub fn budget_free_kib(&self) -> usize {
-        self.budget.available_permits()
-    }
-
-    pub fn budget_kib(&self) -> u32 {
-        self.budget_kib
-    }
 }
 
 fn kib(bytes: usize) -> u32 {
