@@ -277,7 +277,7 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
     let shutdown = Shutdown::new();
     let daemon = Daemon::start_with(
         &config,
-        ConnectorSet::from_config(&config),
+        ConnectorSet::from_sections(&config.connectors).expect("connector sections"),
         shutdown.clone(),
     )
     .await
@@ -436,6 +436,7 @@ async fn run_floor(backend: &str, database_url: &str, seconds: u64) {
                 delivery_scope: events::DeliveryScope::Integration,
                 payload: String::from_utf8_lossy(&body).into_owned(),
                 occurred_at: chrono::DateTime::from_timestamp(timestamp, 0).map(|t| t.naive_utc()),
+                dead_reason: None,
             };
             let (reply, stored) = tokio::sync::oneshot::channel();
             let _ = hand.send((event, reply));

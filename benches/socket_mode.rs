@@ -76,7 +76,7 @@ async fn run(backend: &str, database_url: &str, rate: u64, seconds: u64) {
     let shutdown = Shutdown::new();
     let daemon = Daemon::start_with(
         &config,
-        ConnectorSet::from_config(&config),
+        ConnectorSet::from_sections(&config.connectors).expect("connector sections"),
         shutdown.clone(),
     )
     .await

@@ -110,18 +110,33 @@ fn load_config(config: Option<&Path>) -> Result<(Config, Source), String> {
         Some(path) => path.to_path_buf(),
         None if Path::new("config.toml").exists() => PathBuf::from("config.toml"),
         None => {
-            return Config::embedded_default()
-                .map(|config| (config, Source::Embedded))
-                .map_err(|e| e.to_string());
+            let config = Config::embedded_default().map_err(|e| e.to_string())?;
+            return checked(config, "(embedded default)").map(|config| (config, Source::Embedded));
         }
     };
-    Config::load(&path)
-        .map(|config| (config, Source::File(path)))
-        .map_err(|e| e.to_string())
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    checked(config, &path.display().to_string()).map(|config| (config, Source::File(path)))
+}
+
+/// The configuration, once the connectors have checked their sections and the
+/// routes' actions their settings (the config module knows neither).
+fn checked(config: Config, source: &str) -> Result<Config, String> {
+    let problems = crate::connectors::check(&config.connectors, &config.routes);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    let listed: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    Err(format!(
+        "{source} has {} problem(s):\n{}",
+        problems.len(),
+        listed.join("\n")
+    ))
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        // Before any HTTP client is built (checking the configuration builds some).
+        crate::install_crypto_provider();
         let config = self.config.as_deref();
         match self.command {
             Command::CheckConfig => match load_config(config) {

@@ -6,7 +6,6 @@
 //! first reported with its path) → [`Config::validate`] (every problem, with its path).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,9 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_actors::{Backoff, BreakerConfig, Intensity, Strategy};
 
-use crate::connectors::ConnectorsConfig;
 use crate::pipeline::PipelineConfig;
 use crate::pipeline::routes::RouteConfig;
+pub use crate::problem::Problem;
 use crate::secret::Secret;
 
 /// What the daemon runs on without a config.toml: the defaults, with the environment
@@ -73,11 +72,10 @@ pub struct Config {
     /// `[[routes]]`: where an organization's events go after their connector.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `[connectors.<name>]`: one section per connector, read by the connector itself
+    /// (see `connectors::ConnectorSet::from_sections`). A section present enables it.
     #[serde(default)]
-    pub connectors: ConnectorsConfig,
-    /// `[bot]`: the Slack bot's agent service.
-    #[serde(default)]
-    pub bot: crate::connectors::slack::BotConfig,
+    pub connectors: BTreeMap<String, toml::Table>,
 }
 
 /// How tenant integrations are authorized and their credentials kept fresh.
@@ -314,28 +312,6 @@ impl Default for LogConfig {
     }
 }
 
-/// One thing wrong with a configuration, at a key path such as `admin.listen`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -415,19 +391,8 @@ impl Config {
         if !problems.is_empty() {
             return Err(ParseError::Invalid(problems));
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
-                let key = error.path().to_string();
-                let key = if key == "." {
-                    "(top level)".to_string()
-                } else {
-                    key
-                };
-                // toml appends "in `table`" lines; the key path already says where.
-                let message = error.inner().to_string();
-                let message = message.lines().next().unwrap_or_default().to_string();
-                ParseError::Invalid(vec![Problem::new(key, message)])
-            })?;
+        let config: Config = crate::problem::deserialize(toml::Value::Table(table), "")
+            .map_err(|problem| ParseError::Invalid(vec![problem]))?;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -571,9 +536,15 @@ impl Config {
             problems.push(Problem::new("pipeline.max_attempts", "must be at least 1"));
         }
         for (index, route) in self.routes.iter().enumerate() {
-            problems.extend(route.problems(index));
+            if route.organization_id.is_empty() {
+                problems.push(Problem::new(
+                    format!("routes[{index}].organization_id"),
+                    "is required",
+                ));
+            }
         }
-        problems.extend(self.connectors.validate());
+        // Each connector's section and each route's action settings are checked by
+        // their owners: `connectors::check`.
         problems
     }
 
@@ -610,10 +581,34 @@ struct RedactedUrl<'a>(&'a Config);
 impl Serialize for RedactedUrl<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut value = toml::Value::try_from(self.0).map_err(serde::ser::Error::custom)?;
+        // Connector sections and route settings are free-form here: their secrets are
+        // found by name.
+        for free_form in ["connectors", "routes"] {
+            if let Some(part) = value.get_mut(free_form) {
+                redact_secret_keys(part);
+            }
+        }
         if let Some(database) = value.get_mut("database").and_then(|d| d.as_table_mut()) {
             database.insert("url".into(), self.0.database.url.expose().as_str().into());
         }
         value.serialize(serializer)
+    }
+}
+
+/// Replaces every value under a secret's key name with `[redacted]`.
+fn redact_secret_keys(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table.iter_mut() {
+                if SECRET_KEYS.contains(&key.as_str()) {
+                    *value = crate::secret::REDACTED.into();
+                } else {
+                    redact_secret_keys(value);
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_secret_keys),
+        _ => {}
     }
 }
 
@@ -787,7 +782,7 @@ mod tests {
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
         assert_eq!(config.database.url.expose(), "sqlite://data/switchboard.db");
-        assert!(config.connectors.enabled().is_empty());
+        assert!(config.connectors.is_empty());
     }
 
     #[rstest]
@@ -839,10 +834,6 @@ mod tests {
         "server.listn: unknown field `listn`"
     )]
     #[case("[bogus]\nx = 1", "bogus: unknown field `bogus`")]
-    #[case(
-        "[connectors.slack]\nclient_id = \"a\"\nshoe_size = 3",
-        "connectors.slack.shoe_size: unknown field"
-    )]
     #[case(
         "[admin]\nlisten_file = \"x\"",
         "admin.listen_file: unknown field `listen_file`"

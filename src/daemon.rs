@@ -9,11 +9,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use std::collections::BTreeMap;
+
 use crate::config::Config;
-use crate::connectors::{ConnectorSet, slack};
+use crate::connectors::ConnectorSet;
 use crate::http::limits::{self, RequestLimits};
 use crate::http::server::{self, ConnectionLimits};
-use crate::http::{admin, api, webhooks};
+use crate::http::{admin, api, ingress};
+use crate::problem::Problem;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::tree::{ActorTree, Services, TreeError};
@@ -35,14 +38,16 @@ pub enum DaemonError {
     },
     #[error("the root supervisor stopped unexpectedly: restart intensity exhausted")]
     RootStopped,
+    #[error("the configuration has {} problem(s): {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Config(Vec<Problem>),
 }
 
 /// A running daemon.
 pub struct Daemon {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    /// GitHub's own webhook listener (`connectors.github.webhook_listen`), if any.
-    pub github_webhook_addr: Option<SocketAddr>,
+    /// Connectors' own webhook listeners (`connectors.<name>.webhook_listen`), by name.
+    pub webhook_addrs: BTreeMap<String, SocketAddr>,
     tree: Arc<ActorTree>,
     shutdown: Shutdown,
     /// The two HTTP servers; each ends once `shutdown` fires and its requests drain.
@@ -53,7 +58,9 @@ pub struct Daemon {
 impl Daemon {
     /// Builds the actor tree and binds both listeners; serving stops when `shutdown` fires.
     pub async fn start(config: &Config, shutdown: Shutdown) -> Result<Daemon, DaemonError> {
-        Self::start_with(config, ConnectorSet::from_config(config), shutdown).await
+        let connectors =
+            ConnectorSet::from_sections(&config.connectors).map_err(DaemonError::Config)?;
+        Self::start_with(config, connectors, shutdown).await
     }
 
     /// As [`Daemon::start`], with the given connectors (tests and embedders add their own).
@@ -65,6 +72,11 @@ impl Daemon {
         crate::install_crypto_provider();
         raise_open_files_limit();
         let store = Store::connect(&config.database)?;
+        let own_listeners: Vec<(String, SocketAddr)> = connectors
+            .names()
+            .filter_map(|name| Some((name.to_string(), connectors.settings(name).webhook_listen?)))
+            .collect();
+        let ingress_connectors = connectors.clone();
         let services = Services {
             connectors,
             master_key: Arc::new(vault::resolve_master_key(&config.vault, &store.data_dir())?),
@@ -78,21 +90,16 @@ impl Daemon {
                 .await
                 .map_err(|source| DaemonError::Bind { what, addr, source })
         };
-        let github_listen = config
-            .connectors
-            .github
-            .as_ref()
-            .and_then(|g| g.webhook_listen);
         let listeners = async {
             let admin = bind("admin", config.admin.listen).await?;
             let api = bind("api", config.server.listen).await?;
-            let github = match github_listen {
-                Some(addr) => Some(bind("github webhooks", addr).await?),
-                None => None,
-            };
-            Ok::<_, DaemonError>((admin, api, github))
+            let mut own = Vec::new();
+            for (name, addr) in &own_listeners {
+                own.push((name.clone(), bind("connector webhooks", *addr).await?));
+            }
+            Ok::<_, DaemonError>((admin, api, own))
         };
-        let (admin_listener, api_listener, github_listener) = match listeners.await {
+        let (admin_listener, api_listener, own_listeners) = match listeners.await {
             Ok(listeners) => listeners,
             Err(error) => {
                 tree.stop(config.server.shutdown_timeout).await;
@@ -108,22 +115,9 @@ impl Daemon {
             rotation: admin::RotationState::default(),
             rotation_batch: config.vault.rotation_batch as usize,
         }));
-        let ingress = Arc::new(webhooks::IngressState::new(
+        let ingress = Arc::new(ingress::Ingress::new(
             Arc::clone(&tree),
-            tree.store().clone(),
-            config
-                .connectors
-                .webhook
-                .as_ref()
-                .map_or(Duration::from_secs(300), |w| w.timestamp_tolerance),
-            config
-                .connectors
-                .github
-                .as_ref()
-                .and_then(|g| g.webhook_secret.clone()),
-            tree.connector(slack::NAME)
-                .and_then(crate::connectors::downcast::<slack::SlackConnector>)
-                .map(|slack| Arc::clone(slack.shared())),
+            &ingress_connectors,
         ));
         let requests = Arc::new(
             RequestLimits::new(
@@ -133,10 +127,10 @@ impl Daemon {
                 config.server.body_budget_bytes,
                 config.server.body_budget_wait,
             )
-            .with_precheck(webhooks::precheck(Arc::clone(&ingress))),
+            .with_precheck(ingress.precheck()),
         );
         let connections = ConnectionLimits::from_config(&config.server);
-        let serve = |what: &'static str, listener: TcpListener, router: axum::Router| {
+        let serve = |what: String, listener: TcpListener, router: axum::Router| {
             let router = router
                 .layer(axum::middleware::from_fn_with_state(
                     Arc::clone(&requests),
@@ -152,9 +146,9 @@ impl Daemon {
             )
         };
         let mut servers = vec![
-            serve("admin", admin_listener, admin_router),
+            serve("admin".into(), admin_listener, admin_router),
             serve(
-                "api",
+                "api".into(),
                 api_listener,
                 api::router(Arc::new(api::ApiState {
                     ingress: Arc::clone(&ingress),
@@ -177,23 +171,28 @@ impl Daemon {
             ready_tree.wait_ready().await;
             info!(api = %api_addr, admin = %admin_addr, "ready");
         });
-        let mut github_webhook_addr = None;
-        if let Some(listener) = github_listener {
-            let addr = local_addr(&listener, github_listen.unwrap_or(config.server.listen));
-            github_webhook_addr = Some(addr);
-            info!(addr = %addr, "GitHub webhook listener");
-            let router = webhooks::github_router(ingress, config.pipeline.max_body_bytes);
-            servers.push(serve("github webhooks", listener, router));
+        let mut webhook_addrs = BTreeMap::new();
+        for (name, listener) in own_listeners {
+            let addr = local_addr(&listener, config.server.listen);
+            info!(connector = %name, addr = %addr, "connector webhook listener");
+            let router = ingress.router(Some(&name), config.pipeline.max_body_bytes);
+            servers.push(serve(format!("{name} webhooks"), listener, router));
+            webhook_addrs.insert(name, addr);
         }
         Ok(Daemon {
             api_addr,
             admin_addr,
-            github_webhook_addr,
+            webhook_addrs,
             tree,
             shutdown,
             servers,
             shutdown_timeout: config.server.shutdown_timeout,
         })
+    }
+
+    /// The address of a connector's own webhook listener, if it has one.
+    pub fn webhook_addr(&self, connector: &str) -> Option<SocketAddr> {
+        self.webhook_addrs.get(connector).copied()
     }
 
     pub fn tree(&self) -> &ActorTree {

@@ -11,6 +11,7 @@
 //! - [`cli`]: the `switchboard` command line (clap).
 //! - [`config`]: TOML configuration, `${VAR}` expansion, `*_file` secrets, validation.
 //! - [`logging`]: tracing, as text or JSON.
+//! - [`problem`]: a configuration problem at its key path.
 //! - [`secret`]: a string type that never prints itself.
 //! - [`shutdown`]: the one shutdown signal passed down through the daemon.
 //! - [`tree`]: the root supervisor and the actor tree built from the configuration.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod integration;
 pub mod logging;
 pub mod pipeline;
+pub mod problem;
 pub mod secret;
 pub mod shutdown;
 pub mod store;

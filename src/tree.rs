@@ -25,15 +25,19 @@ use crate::connectors::{self, Connector, ConnectorSet};
 use crate::integration::{
     self, IntegrationArgs, IntegrationMsg, IntegrationServices, VaultCredentials,
 };
+use crate::pipeline::actions::ActionKinds;
 use crate::pipeline::inbox::{INBOX, InboxActor, InboxArgs, InboxMsg, Intake};
 use crate::pipeline::metrics::PipelineMetrics;
-use crate::pipeline::routes::Routes;
+use crate::pipeline::routes::{self, HttpForward, RouteSpec, Routes};
 use crate::pipeline::{Consumers, Pipeline};
 use crate::store::Store;
 use crate::store::events;
 use crate::store::integrations::{self as integration_rows, Integration};
 use crate::store::monitor::{STORE, StoreMonitor, StoreMonitorArgs, StoreMonitorMsg};
 use crate::vault::{CredentialVault, MasterKey, VAULT, Vault, VaultArgs, VaultMsg};
+
+/// How long a route action may take (an `http.forward` request).
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the actors are built from, besides the configuration.
 pub struct Services {
@@ -73,6 +77,10 @@ pub struct ActorTree {
     daemon_services: Arc<TreeServices>,
     /// Whether the store monitor holds the store ready (migrated and answering).
     store_ready: watch::Receiver<bool>,
+    /// Every route, operator and tenant.
+    routes: Arc<Routes>,
+    /// Every route action this daemon offers.
+    action_kinds: ActionKinds,
 }
 
 /// The daemon as connectors see it (the Slack bot's `status` and `restart`). It holds
@@ -190,24 +198,35 @@ impl ActorTree {
         );
 
         let metrics = Arc::new(PipelineMetrics::default());
-        let mut routes = Routes::new(
-            &config.routes,
-            &config.circuit_breaker,
-            Duration::from_secs(10),
-        );
-        if let Some(slack) = services
+        let action_kinds = services
             .connectors
-            .get(connectors::slack::NAME)
-            .and_then(connectors::downcast::<connectors::slack::SlackConnector>)
-        {
-            routes = routes.with_chat(Arc::new(connectors::slack::SlackPoster {
-                shared: Arc::clone(slack.shared()),
-                store: services.store.clone(),
-                vault: Vault::in_registry(registry.clone()),
-                connectors: services.connectors.clone(),
-            }));
+            .action_kinds(Arc::new(HttpForward::new(ROUTE_TIMEOUT)));
+        let mut operator_routes = Vec::new();
+        let mut problems = Vec::new();
+        for (index, route) in config.routes.iter().enumerate() {
+            match routes::prepare(&action_kinds, &route.action, &route.action_settings()) {
+                Ok(action) => operator_routes.push(RouteSpec {
+                    id: None,
+                    organization_id: route.organization_id.clone(),
+                    connector: route.connector.clone(),
+                    event_type: route.event_type.clone(),
+                    action,
+                }),
+                Err(found) => problems.extend(
+                    found
+                        .into_iter()
+                        .map(|p| format!("routes[{index}].{}: {}", p.key, p.message)),
+                ),
+            }
         }
-        let routes = Arc::new(routes);
+        if !problems.is_empty() {
+            return Err(TreeError::Start(problems.join("; ")));
+        }
+        let routes = Arc::new(Routes::new(
+            operator_routes,
+            &config.circuit_breaker,
+            Arc::new(services.connectors.clone()),
+        ));
         let inbox = InboxArgs {
             store: services.store.clone(),
             intake: Arc::clone(&intake),
@@ -245,20 +264,23 @@ impl ActorTree {
 
         let vault = Vault::in_registry(registry.clone());
         let daemon_services = Arc::new(TreeServices::default());
+        let credentials = Arc::new(VaultCredentials {
+            store: services.store.clone(),
+            vault: vault.clone(),
+        });
         let context = connectors::ConnectorContext {
             store: services.store.clone(),
+            credentials: Arc::clone(&credentials) as Arc<dyn integration::CredentialStore>,
             intake: Arc::clone(&intake),
             daemon: Arc::clone(&daemon_services) as Arc<dyn connectors::DaemonServices>,
         };
         let mut names = Vec::new();
         let mut running = std::collections::BTreeMap::new();
         for connector in services.connectors.iter() {
+            connector.attach(&context);
             let shared = Arc::new(IntegrationServices {
                 connector: Arc::clone(connector),
-                credentials: Arc::new(VaultCredentials {
-                    store: services.store.clone(),
-                    vault: vault.clone(),
-                }),
+                credentials: Arc::clone(&credentials) as _,
                 breaker: config.circuit_breaker.clone(),
                 refresh_margin: config.integrations.refresh_margin,
                 refresh_attempts: config.integrations.refresh_attempts,
@@ -285,13 +307,9 @@ impl ActorTree {
             names.push(connector.name().to_string());
             running.insert(connector.name().to_string(), shared);
         }
-        for kind in config.connectors.enabled() {
-            if services.connectors.get(kind.as_str()).is_some() {
-                continue;
-            }
-            let reason = kind.unavailable_reason().unwrap_or("not available");
-            warn!(connector = %kind, reason, "connector configured but not available");
-            let spec = SupervisorSpec::new(connectors::actor_name(kind.as_str()))
+        for (name, reason) in services.connectors.unavailable() {
+            warn!(connector = %name, reason, "connector configured but not available");
+            let spec = SupervisorSpec::new(connectors::actor_name(name))
                 .kind("connector")
                 .registry(registry.clone())
                 .reporter(move |report: &mut HealthReport| {
@@ -300,7 +318,7 @@ impl ActorTree {
                     report.details.insert("available".into(), false.into());
                 });
             root = root.child(ChildSpec::supervisor(spec).shutdown(supervision.shutdown_timeout));
-            names.push(kind.as_str().to_string());
+            names.push(name.to_string());
         }
 
         let (root, handle) = SupervisorRef::spawn(root)
@@ -319,6 +337,8 @@ impl ActorTree {
             intake,
             daemon_services,
             store_ready,
+            routes: Arc::clone(&pipeline.routes),
+            action_kinds,
         })
     }
 
@@ -338,6 +358,14 @@ impl ActorTree {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+    }
+
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.routes
+    }
+
+    pub fn action_kinds(&self) -> &ActionKinds {
+        &self.action_kinds
     }
 
     pub fn pipeline_metrics(&self) -> &PipelineMetrics {

@@ -620,6 +620,7 @@ async fn the_quota_limits_provider_requests_not_events() {
         delivery_scope: DeliveryScope::Provider,
         payload: "{}".into(),
         occurred_at: None,
+        dead_reason: None,
     };
     let batch: Vec<NewEvent> = (0..200)
         .map(|n| event(n, "note.added"))

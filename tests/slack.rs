@@ -792,7 +792,7 @@ async fn anything_else_goes_to_the_agent_with_the_thread_and_its_answer_is_poste
     let daemon = daemon(
         &slack,
         false,
-        &format!("[bot]\nagent_url = \"http://{agent_addr}/agent\"\n"),
+        &format!("agent_url = \"http://{agent_addr}/agent\"\n"),
     )
     .await;
     let (org, token) = daemon.organization("Acme").await;

@@ -440,6 +440,7 @@ async fn an_event_stored_after_its_integration_was_revoked_is_swept_to_dead(#[ca
         delivery_scope: events::DeliveryScope::Provider,
         payload: "{}".into(),
         occurred_at: None,
+        dead_reason: None,
     };
     events::write_batch_durably(
         &db.store,
@@ -492,6 +493,7 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
         delivery_scope: events::DeliveryScope::Provider,
         payload: payload.into(),
         occurred_at: Some(occurred),
+        dead_reason: None,
     };
     // Stored byte for byte, whatever it holds.
     let raw = r#"{"text":"h\u00e9llo \"quoted\" \\ é 😀"}

@@ -3,14 +3,18 @@
 //!
 //! A provider implements [`Connector`]: start an authorization, complete it into
 //! credentials, validate, refresh and revoke them, and handle the provider's events.
-//! Each provider lives in a folder of its own and is built from its
-//! `[connectors.<name>]` section ("the config is the factory"). A configured provider
-//! this build does not implement is accepted and validated, and the daemon says
-//! plainly that it is not available instead of pretending to connect.
+//! A provider is one folder: it owns everything about its provider and hands the
+//! daemon capabilities: its webhook [`ingress`], actors of its own, polling, named
+//! route actions. The shared layers (`http/`, `pipeline/`, `tree.rs`, `daemon.rs`)
+//! never name a provider. Each is built from its `[connectors.<name>]` section ("the
+//! config is the factory") and registered in [`PROVIDERS`]. A configured provider
+//! this build does not implement yet is accepted, and the daemon says plainly that it
+//! is not available instead of pretending to connect.
 
-mod config;
 mod gate;
 pub mod github;
+pub mod ingress;
+pub mod section;
 pub mod slack;
 pub mod webhook;
 
@@ -23,71 +27,34 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 
 use crate::pipeline::Envelope;
+use crate::pipeline::actions::{ActionKind, Describe};
+use crate::problem::Problem;
 use crate::secret::Secret;
 use switchboard_actors::Quota;
 
-pub use config::{
-    AwsConfig, ConnectorsConfig, DatadogConfig, GcpConfig, GithubConfig, PagerdutyConfig,
-    SlackConfig, WebhookConfig,
-};
 pub use gate::{GateError, ProviderGate};
+use ingress::Ingress;
+use section::{CommonSettings, Section};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConnectorKind {
-    Slack,
-    Github,
-    Pagerduty,
-    Datadog,
-    Aws,
-    Gcp,
-    Webhook,
+/// A connector built from its section, or every problem with the section (each keyed
+/// `connectors.<name>.<key>`).
+pub type Built = Result<Arc<dyn Connector>, Vec<Problem>>;
+
+/// How a provider is registered: its name and how it is built from its section.
+pub struct Provider {
+    pub name: &'static str,
+    pub build: fn(&Section) -> Built,
 }
 
-impl ConnectorKind {
-    pub const ALL: [ConnectorKind; 7] = [
-        ConnectorKind::Slack,
-        ConnectorKind::Github,
-        ConnectorKind::Pagerduty,
-        ConnectorKind::Datadog,
-        ConnectorKind::Aws,
-        ConnectorKind::Gcp,
-        ConnectorKind::Webhook,
-    ];
+/// Every provider this build implements. Adding one is a folder and a line here.
+pub const PROVIDERS: &[Provider] = &[github::PROVIDER, slack::PROVIDER, webhook::PROVIDER];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectorKind::Slack => "slack",
-            ConnectorKind::Github => "github",
-            ConnectorKind::Pagerduty => "pagerduty",
-            ConnectorKind::Datadog => "datadog",
-            ConnectorKind::Aws => "aws",
-            ConnectorKind::Gcp => "gcp",
-            ConnectorKind::Webhook => "webhook",
-        }
-    }
+/// Providers the design names that this build does not implement yet: a section for
+/// one is accepted, shown `stopped` with [`NOT_IMPLEMENTED`], and handles nothing.
+const PLANNED: &[&str] = &["aws", "datadog", "gcp", "pagerduty"];
 
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
-    }
-
-    /// Why this build cannot connect to the provider, if it cannot.
-    pub fn unavailable_reason(self) -> Option<&'static str> {
-        match self {
-            ConnectorKind::Webhook | ConnectorKind::Github | ConnectorKind::Slack => None,
-            // Each provider's implementation lands with its own issue.
-            _ => Some(
-                "this provider is not implemented in this build: its events and integrations are not handled",
-            ),
-        }
-    }
-}
-
-impl fmt::Display for ConnectorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub const NOT_IMPLEMENTED: &str =
+    "this provider is not implemented in this build: its events and integrations are not handled";
 
 /// The supervisor name of a connector in the actor tree.
 pub fn actor_name(connector: &str) -> String {
@@ -229,6 +196,8 @@ pub trait DaemonServices: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct ConnectorContext {
     pub store: crate::store::Store,
+    /// An integration's credentials, through the vault.
+    pub credentials: Arc<dyn crate::integration::CredentialStore>,
     /// Where received events are handed to the inbox.
     pub intake: Arc<crate::pipeline::inbox::Intake>,
     pub daemon: Arc<dyn DaemonServices>,
@@ -237,11 +206,24 @@ pub struct ConnectorContext {
 /// A provider. Implementations hold their configuration and HTTP client; the
 /// integration actors call them with one tenant's credentials at a time.
 #[async_trait::async_trait]
-pub trait Connector: std::any::Any + Send + Sync + 'static {
+pub trait Connector: Send + Sync + 'static {
     /// Called once as the actor tree is built: the connector keeps what it needs of
-    /// the daemon and returns actors of its own, supervised beside its integrations
-    /// (Slack's Socket Mode client).
+    /// the daemon (its store, the vault, the bot's view of the daemon).
+    fn attach(&self, _context: &ConnectorContext) {}
+
+    /// Actors of its own, supervised beside its integrations (Slack's Socket Mode
+    /// client); called once as the tree is built, after [`Connector::attach`].
     fn actors(&self, _context: &ConnectorContext) -> Vec<switchboard_actors::ChildSpec> {
+        Vec::new()
+    }
+
+    /// The webhook endpoints it serves, if any (see [`ingress`]).
+    fn ingress(&self) -> Option<Arc<dyn Ingress>> {
+        None
+    }
+
+    /// The route actions it offers (`slack.post`, ...).
+    fn actions(&self) -> Vec<Arc<dyn ActionKind>> {
         Vec::new()
     }
 
@@ -318,18 +300,13 @@ pub enum EventEffect {
     Metadata(serde_json::Value),
 }
 
-/// The concrete connector behind a trait object (the Slack connector, which ingress
-/// and routes need as itself).
-pub fn downcast<T: Connector>(connector: &Arc<dyn Connector>) -> Option<Arc<T>> {
-    (Arc::clone(connector) as Arc<dyn std::any::Any + Send + Sync>)
-        .downcast::<T>()
-        .ok()
-}
-
-/// The connectors this daemon runs, by name.
+/// The connectors this daemon runs, by name, with the settings every connector may
+/// have, and the configured ones this build does not implement.
 #[derive(Clone, Default)]
 pub struct ConnectorSet {
     connectors: BTreeMap<String, Arc<dyn Connector>>,
+    settings: BTreeMap<String, CommonSettings>,
+    unavailable: BTreeMap<String, &'static str>,
 }
 
 impl fmt::Debug for ConnectorSet {
@@ -339,34 +316,67 @@ impl fmt::Debug for ConnectorSet {
 }
 
 impl ConnectorSet {
-    /// The connectors built from the configuration's sections (those this build implements).
-    pub fn from_config(full: &crate::config::Config) -> Self {
-        let config = &full.connectors;
+    /// The connectors the `[connectors.<name>]` sections configure, or every problem
+    /// with them (an unknown name, a missing or bad setting).
+    pub fn from_sections(sections: &BTreeMap<String, toml::Table>) -> Result<Self, Vec<Problem>> {
         let mut set = Self::default();
-        if let Some(slack) = &config.slack {
-            set = set.with(Arc::new(slack::SlackConnector::build(slack, &full.bot)));
-        }
-        if let Some(webhook) = &config.webhook {
-            set = set.with(Arc::new(webhook::WebhookConnector::build(webhook)));
-        }
-        // Configuration validation has already checked what `build` needs.
-        if let Some(github) = &config.github {
-            match github::GithubConnector::build(github) {
-                Ok(connector) => set = set.with(Arc::new(connector)),
-                Err(error) => tracing::error!(error = %error, "the GitHub connector cannot start"),
+        let mut problems = Vec::new();
+        for (name, table) in sections {
+            let section = match Section::new(name, table) {
+                Ok(section) => section,
+                Err(found) => {
+                    problems.extend(found);
+                    continue;
+                }
+            };
+            if let Some(provider) = PROVIDERS.iter().find(|p| p.name == name) {
+                match (provider.build)(&section) {
+                    Ok(connector) => set = set.with_settings(connector, section.common),
+                    Err(found) => problems.extend(found),
+                }
+            } else if PLANNED.contains(&name.as_str()) {
+                set.unavailable.insert(name.clone(), NOT_IMPLEMENTED);
+            } else {
+                let known: Vec<&str> = PROVIDERS
+                    .iter()
+                    .map(|p| p.name)
+                    .chain(PLANNED.iter().copied())
+                    .collect();
+                problems.push(Problem::new(
+                    format!("connectors.{name}"),
+                    format!("unknown connector (known: {})", known.join(", ")),
+                ));
             }
         }
-        set
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(problems)
+        }
     }
 
-    pub fn with(mut self, connector: Arc<dyn Connector>) -> Self {
-        self.connectors
-            .insert(connector.name().to_string(), connector);
+    pub fn with(self, connector: Arc<dyn Connector>) -> Self {
+        self.with_settings(connector, CommonSettings::default())
+    }
+
+    /// Adds a connector with its common settings (its own listener, its polling).
+    pub fn with_settings(
+        mut self,
+        connector: Arc<dyn Connector>,
+        settings: CommonSettings,
+    ) -> Self {
+        let name = connector.name().to_string();
+        self.settings.insert(name.clone(), settings);
+        self.connectors.insert(name, connector);
         self
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Connector>> {
         self.connectors.get(name)
+    }
+
+    pub fn settings(&self, name: &str) -> CommonSettings {
+        self.settings.get(name).cloned().unwrap_or_default()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Connector>> {
@@ -376,4 +386,48 @@ impl ConnectorSet {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.connectors.keys().map(String::as_str)
     }
+
+    /// Configured connectors this build cannot run, and why.
+    pub fn unavailable(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        self.unavailable
+            .iter()
+            .map(|(name, why)| (name.as_str(), *why))
+    }
+
+    /// Every route action: the pipeline's own and each connector's.
+    pub fn action_kinds(
+        &self,
+        http_forward: Arc<dyn ActionKind>,
+    ) -> crate::pipeline::actions::ActionKinds {
+        self.iter().flat_map(|connector| connector.actions()).fold(
+            crate::pipeline::actions::ActionKinds::default().with(http_forward),
+            |kinds, kind| kinds.with(kind),
+        )
+    }
+}
+
+impl Describe for ConnectorSet {
+    fn describe(&self, envelope: &Envelope) -> Option<String> {
+        self.get(&envelope.connector)?.describe(envelope)
+    }
+}
+
+/// Checks what the configuration's shared layers cannot: each connector's section,
+/// and each operator route's action and settings.
+pub fn check(
+    sections: &BTreeMap<String, toml::Table>,
+    routes: &[crate::pipeline::routes::RouteConfig],
+) -> Vec<Problem> {
+    let connectors = match ConnectorSet::from_sections(sections) {
+        Ok(connectors) => connectors,
+        Err(problems) => return problems,
+    };
+    let kinds = connectors.action_kinds(Arc::new(crate::pipeline::routes::HttpForward::new(
+        std::time::Duration::from_secs(10),
+    )));
+    routes
+        .iter()
+        .enumerate()
+        .flat_map(|(index, route)| route.problems(index, &kinds))
+        .collect()
 }

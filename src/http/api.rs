@@ -33,7 +33,7 @@ use crate::tree::ActorTree;
 pub struct ApiState {
     pub tree: Arc<ActorTree>,
     /// Webhook ingress, mounted beside the tenant API.
-    pub ingress: Arc<super::webhooks::IngressState>,
+    pub ingress: Arc<super::ingress::Ingress>,
     pub max_body_bytes: usize,
     pub store: Store,
     /// Where providers send browsers back: `<public_url>/oauth/<connector>/callback`.
@@ -60,7 +60,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             .route(&format!("{path}/"), route);
     }
     let tenant = tenant.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let ingress = super::webhooks::router(Arc::clone(&state.ingress), state.max_body_bytes);
+    let ingress = state.ingress.router(None, state.max_body_bytes);
     Router::new()
         .merge(tenant)
         .route("/oauth/{connector}/callback", get(browser_callback))
@@ -330,6 +330,7 @@ async fn complete(
         ),
         other => store_error(other),
     })?;
+    state.ingress.bound(&active);
     if let Err(error) = state.tree.add_integration(active.clone(), expires_at).await {
         // Stored and active: the connector's next start (or restart) runs its actor.
         warn!(integration_id = %active.id, error = %error, "integration stored but its actor did not start");

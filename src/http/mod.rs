@@ -4,10 +4,10 @@
 pub mod admin;
 pub mod api;
 mod error;
+pub mod ingress;
 pub mod limits;
 pub mod metrics;
 mod oauth_pages;
 pub mod server;
-pub mod webhooks;
 
 pub use error::ApiError;

@@ -139,7 +139,7 @@ impl Connections {
 /// Serves `router` on `listener` until `shutdown` fires, then lets the requests in
 /// flight finish (idle connections close at once).
 pub fn serve(
-    what: &'static str,
+    what: String,
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
@@ -157,7 +157,7 @@ pub fn serve(
                 Err(_) => {
                     at_cap.warn(|skipped| {
                         warn!(
-                            listener = what,
+                            listener = %what,
                             max_connections = limits.max_connections,
                             times_since_last = skipped,
                             "connection cap reached: closing idle connections, new ones wait"
@@ -181,7 +181,7 @@ pub fn serve(
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of file descriptors, most likely: wait instead of spinning.
-                    error!(listener = what, error = %error, "accept failed");
+                    error!(listener = %what, error = %error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -198,6 +198,7 @@ pub fn serve(
             let connections = Arc::clone(&connections);
             let (router, limits, shutdown) = (router.clone(), limits.clone(), shutdown.clone());
             let slow_heads = Arc::clone(&slow_heads);
+            let what = what.clone();
             tasks.spawn(async move {
                 let served = serve_connection(
                     stream,
@@ -219,7 +220,7 @@ pub fn serve(
                     && answered.load(Ordering::Relaxed) == 0
                 {
                     slow_heads.warn(|skipped| {
-                        warn!(listener = what, timeout = ?limits.header_timeout, times_since_last = skipped, "a client did not send its request head in time: connection closed")
+                        warn!(listener = %what, timeout = ?limits.header_timeout, times_since_last = skipped, "a client did not send its request head in time: connection closed")
                     });
                 }
                 lock(&connections.open).remove(&id);

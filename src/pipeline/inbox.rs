@@ -451,6 +451,7 @@ mod tests {
             delivery_scope: events::DeliveryScope::Provider,
             payload: "{}".into(),
             occurred_at: None,
+            dead_reason: None,
         }
     }
 
@@ -485,9 +486,9 @@ mod tests {
             consumers: Arc::new(Consumers {
                 handlers: Default::default(),
                 routes: Arc::new(Routes::new(
-                    &[],
+                    Vec::new(),
                     &BreakerConfig::default(),
-                    Duration::from_secs(1),
+                    Arc::new(crate::connectors::ConnectorSet::default()),
                 )),
             }),
             store_ready: tokio::sync::watch::channel(true).1,

@@ -2,6 +2,7 @@
 //! and dead, and how long ingest takes (verify + durable write + acknowledgement).
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -13,6 +14,21 @@ pub struct PipelineMetrics {
     pub dead: Counter,
     /// Seconds from a webhook's arrival to its acknowledgement.
     pub ingest_seconds: Histogram,
+    /// Webhook requests by connector and outcome (`stored`, `duplicate`, `unbound`,
+    /// `answered`, `refused`, `unavailable`).
+    pub webhooks: Family<Vec<(&'static str, String)>, Counter>,
+}
+
+impl PipelineMetrics {
+    /// Counts one webhook request of `connector`.
+    pub fn webhook(&self, connector: &str, outcome: &'static str) {
+        self.webhooks
+            .get_or_create(&vec![
+                ("connector", connector.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+    }
 }
 
 impl Default for PipelineMetrics {
@@ -26,6 +42,7 @@ impl Default for PipelineMetrics {
             ingest_seconds: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
+            webhooks: Family::default(),
         }
     }
 }
@@ -57,6 +74,11 @@ impl PipelineMetrics {
             "events_dead",
             "Events that ran out of attempts or lost their integration",
             self.dead.clone(),
+        );
+        registry.register(
+            "webhooks",
+            "Webhook requests by connector and outcome",
+            self.webhooks.clone(),
         );
         registry.register(
             "ingest_latency_seconds",

@@ -5,10 +5,12 @@
 //! at-least-once: an event is processed again if the daemon stops before recording it.
 //!
 //! - [`inbox`]: the `inbox` actor, which batches concurrent inserts (group commit);
-//! - [`routes`]: `[[routes]]` and their actions (`http.forward`);
+//! - [`routes`]: operator and tenant routes, and the pipeline's own `http.forward`;
+//! - [`actions`]: what a route action is, whoever offers it;
 //! - [`standard_webhooks`]: the signatures generic webhooks and forwards use;
 //! - [`metrics`]: counters and the ingest latency histogram.
 
+pub mod actions;
 pub mod inbox;
 pub mod metrics;
 pub mod routes;

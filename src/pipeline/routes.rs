@@ -1,14 +1,19 @@
-//! Routes: `[[routes]]` send an organization's events somewhere. A route matches a
-//! connector and an event type (a glob such as `pull_request.*`) and names an action,
-//! behind a circuit breaker of its own:
-//! - `http.forward` POSTs the normalized event to `url`, signed the Standard Webhooks
-//!   way with the route's `secret`;
-//! - `slack.post` posts a readable line about the event to `channel` of the same
-//!   organization's Slack workspace.
+//! Routes send an organization's events somewhere. A route matches a connector and an
+//! event type (a glob such as `pull_request.*`) and names an action by its full name,
+//! with the action's settings; each route has a circuit breaker of its own.
 //!
-//! A failed action fails the event's attempt, which is retried (at-least-once delivery).
+//! Routes come from two places: the operator's `[[routes]]` in the configuration, and
+//! the tenants' own, created through the tenant API and kept in the store (see
+//! [`crate::store::routes`]); those take effect at once, without a restart.
+//!
+//! `http.forward` is the pipeline's own action: it POSTs the normalized event to `url`,
+//! signed the Standard Webhooks way with the route's `secret`. Connectors offer the
+//! others (see [`super::actions`]). A failed action fails the event's attempt, which is
+//! retried (at-least-once delivery).
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -16,89 +21,97 @@ use switchboard_actors::{BreakerConfig, BreakerState, CircuitBreaker};
 use wildmatch::WildMatch;
 
 use super::Envelope;
+use super::actions::{Action, ActionEvent, ActionKind, ActionKinds, Describe, Settings};
 use super::standard_webhooks;
-use crate::config::Problem;
+use crate::problem::Problem;
 use crate::secret::Secret;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The name of the pipeline's own action.
+pub const HTTP_FORWARD: &str = "http.forward";
+
+/// An operator route, as `[[routes]]` gives it.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct RouteConfig {
     pub organization_id: String,
     pub connector: String,
     /// A glob over event types; `*` matches everything.
     #[serde(default = "everything")]
     pub event_type: String,
-    pub action: RouteAction,
-    /// Where `http.forward` POSTs.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Signs forwarded events (`whsec_...`), for `http.forward`.
-    #[serde(default)]
-    pub secret: Option<Secret>,
-    /// The Slack channel (id or name) `slack.post` posts to.
-    #[serde(default)]
-    pub channel: Option<String>,
+    /// The action's full name: `http.forward`, `slack.post`, ...
+    pub action: String,
+    /// The action's settings: a `settings` table, or keys beside the route's own
+    /// (`url = ...`, `channel = ...`).
+    #[serde(flatten)]
+    pub settings: Settings,
+}
+
+// Settings may hold secrets: only their names are shown.
+impl fmt::Debug for RouteConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteConfig")
+            .field("organization_id", &self.organization_id)
+            .field("connector", &self.connector)
+            .field("event_type", &self.event_type)
+            .field("action", &self.action)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 fn everything() -> String {
     "*".to_string()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RouteAction {
-    #[serde(rename = "http.forward")]
-    HttpForward,
-    #[serde(rename = "slack.post")]
-    SlackPost,
-}
-
-/// Posts a routed event to an organization's chat (the Slack connector provides it).
-#[async_trait::async_trait]
-pub trait ChatPoster: Send + Sync + 'static {
-    async fn post(
-        &self,
-        organization_id: &str,
-        channel: &str,
-        envelope: &Envelope,
-    ) -> Result<(), String>;
-}
-
 impl RouteConfig {
-    pub fn problems(&self, index: usize) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        let key = |field: &str| format!("routes[{index}].{field}");
-        match self.action {
-            RouteAction::HttpForward => {
-                let url = self.url.as_deref().unwrap_or_default();
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    problems.push(Problem::new(key("url"), "must be an http(s) URL"));
-                }
-                let signs = self
-                    .secret
-                    .as_ref()
-                    .is_some_and(|secret| standard_webhooks::sign(secret, "check", 0, b"").is_ok());
-                if !signs {
-                    problems.push(Problem::new(
-                        key("secret"),
-                        "must be a whsec_ secret (base64)",
-                    ));
-                }
-            }
-            RouteAction::SlackPost => {
-                if self.channel.as_deref().unwrap_or_default().is_empty() {
-                    problems.push(Problem::new(key("channel"), "is required for slack.post"));
-                }
-            }
+    /// The action's settings: the `settings` table merged with the keys beside it.
+    pub fn action_settings(&self) -> Settings {
+        let mut settings = self.settings.clone();
+        if let Some(serde_json::Value::Object(nested)) = settings.remove("settings") {
+            settings.extend(nested);
         }
-        if self.organization_id.is_empty() {
-            problems.push(Problem::new(key("organization_id"), "is required"));
+        settings
+    }
+
+    /// Checks the route against the actions there are; problems keyed
+    /// `routes[<index>].<setting>`.
+    pub fn problems(&self, index: usize, kinds: &ActionKinds) -> Vec<Problem> {
+        let key = |field: &str| format!("routes[{index}].{field}");
+        let mut problems = Vec::new();
+        if let Err(error) = prepare(kinds, &self.action, &self.action_settings()) {
+            problems.extend(
+                error
+                    .into_iter()
+                    .map(|problem| Problem::new(key(&problem.key), problem.message)),
+            );
         }
         problems
     }
 }
 
+/// Prepares the named action with `settings`, or says what is wrong with them.
+pub fn prepare(
+    kinds: &ActionKinds,
+    action: &str,
+    settings: &Settings,
+) -> Result<Arc<dyn Action>, Vec<Problem>> {
+    kinds
+        .find(action)
+        .map_err(|problem| vec![problem])?
+        .prepare(settings)
+}
+
+/// A route, prepared: who it is for, what it takes and what it does.
+pub struct RouteSpec {
+    /// The stored route's id; `None` for an operator route.
+    pub id: Option<String>,
+    pub organization_id: String,
+    pub connector: String,
+    pub event_type: String,
+    pub action: Arc<dyn Action>,
+}
+
 struct Route {
-    config: RouteConfig,
+    spec: RouteSpec,
     pattern: WildMatch,
     breaker: Mutex<CircuitBreaker>,
 }
@@ -106,48 +119,63 @@ struct Route {
 impl Route {
     /// Whether this route takes events of this organization, connector and type.
     fn takes(&self, organization_id: Option<&str>, connector: &str, event_type: &str) -> bool {
-        organization_id == Some(self.config.organization_id.as_str())
-            && connector == self.config.connector
+        organization_id == Some(self.spec.organization_id.as_str())
+            && connector == self.spec.connector
             && self.pattern.matches(event_type)
     }
 }
 
 pub struct Routes {
-    routes: Vec<Route>,
-    client: reqwest::Client,
-    chat: Option<Arc<dyn ChatPoster>>,
+    operator: Vec<Arc<Route>>,
+    /// Every route, operator routes first; replaced whole when tenant routes change.
+    all: RwLock<Arc<[Arc<Route>]>>,
+    breaker: BreakerConfig,
+    describer: Arc<dyn Describe>,
 }
 
 impl Routes {
-    pub fn new(configs: &[RouteConfig], breaker: &BreakerConfig, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+    pub fn new(
+        operator: Vec<RouteSpec>,
+        breaker: &BreakerConfig,
+        describer: Arc<dyn Describe>,
+    ) -> Self {
+        let operator: Vec<Arc<Route>> = operator
+            .into_iter()
+            .map(|spec| Arc::new(route(spec, breaker)))
+            .collect();
         Self {
-            routes: configs
-                .iter()
-                .map(|config| Route {
-                    pattern: WildMatch::new(&config.event_type),
-                    breaker: Mutex::new(CircuitBreaker::new(breaker.clone())),
-                    config: config.clone(),
-                })
-                .collect(),
-            client,
-            chat: None,
+            all: RwLock::new(operator.clone().into()),
+            operator,
+            breaker: breaker.clone(),
+            describer,
         }
     }
 
-    /// Where `slack.post` routes post (without it they fail, and their events retry).
-    pub fn with_chat(mut self, chat: Arc<dyn ChatPoster>) -> Self {
-        self.chat = Some(chat);
-        self
+    fn snapshot(&self) -> Arc<[Arc<Route>]> {
+        Arc::clone(&self.all.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the tenant routes; a route that stays keeps its breaker.
+    pub fn set_tenant_routes(&self, specs: Vec<RouteSpec>) {
+        let current = self.snapshot();
+        let kept: HashMap<&str, &Arc<Route>> = current
+            .iter()
+            .filter_map(|r| r.spec.id.as_deref().map(|id| (id, r)))
+            .collect();
+        let mut all = self.operator.clone();
+        for spec in specs {
+            match spec.id.as_deref().and_then(|id| kept.get(id)) {
+                Some(existing) => all.push(Arc::clone(existing)),
+                None => all.push(Arc::new(route(spec, &self.breaker))),
+            }
+        }
+        *self.all.write().unwrap_or_else(|p| p.into_inner()) = all.into();
     }
 
     /// Whether any route takes events of this organization, connector and type (an
     /// event no route takes is not even put in an envelope).
     pub fn wants(&self, organization_id: Option<&str>, connector: &str, event_type: &str) -> bool {
-        self.routes
+        self.snapshot()
             .iter()
             .any(|route| route.takes(organization_id, connector, event_type))
     }
@@ -155,7 +183,7 @@ impl Routes {
     /// Runs every route matching the event; the first failure fails the attempt.
     pub async fn dispatch(&self, envelope: &Envelope) -> Result<usize, String> {
         let mut dispatched = 0;
-        for route in &self.routes {
+        for route in self.snapshot().iter() {
             if !route.takes(
                 envelope.organization_id.as_deref(),
                 &envelope.connector,
@@ -169,15 +197,27 @@ impl Routes {
         Ok(dispatched)
     }
 
+    /// Runs one route's action on `envelope` now, behind its breaker (the tenant API's
+    /// route test). `None` when the organization has no route with that id.
+    pub async fn run_one(
+        &self,
+        organization_id: &str,
+        route_id: &str,
+        envelope: &Envelope,
+    ) -> Option<Result<(), String>> {
+        let route = self
+            .snapshot()
+            .iter()
+            .find(|r| {
+                r.spec.id.as_deref() == Some(route_id) && r.spec.organization_id == organization_id
+            })
+            .cloned()?;
+        Some(self.run(&route, envelope).await)
+    }
+
     /// Runs one route's action behind its breaker.
     async fn run(&self, route: &Route, envelope: &Envelope) -> Result<(), String> {
-        let target = match route.config.action {
-            RouteAction::HttpForward => route.config.url.clone().unwrap_or_default(),
-            RouteAction::SlackPost => format!(
-                "slack:{}",
-                route.config.channel.as_deref().unwrap_or_default()
-            ),
-        };
+        let target = route.spec.action.target();
         // A poisoned lock still holds a consistent breaker: every update is one step.
         route
             .breaker
@@ -185,20 +225,16 @@ impl Routes {
             .unwrap_or_else(|p| p.into_inner())
             .try_acquire()
             .map_err(|rejected| format!("route {target}: {rejected}"))?;
-        let outcome = match route.config.action {
-            RouteAction::HttpForward => self.forward(route, envelope).await,
-            RouteAction::SlackPost => match &self.chat {
-                Some(chat) => chat
-                    .post(
-                        &route.config.organization_id,
-                        route.config.channel.as_deref().unwrap_or_default(),
-                        envelope,
-                    )
-                    .await
-                    .map_err(|error| format!("route {target}: {error}")),
-                None => Err(format!("route {target}: Slack is not configured")),
-            },
+        let event = ActionEvent {
+            envelope,
+            describer: self.describer.as_ref(),
         };
+        let outcome = route
+            .spec
+            .action
+            .run(&route.spec.organization_id, &event)
+            .await
+            .map_err(|error| format!("route {target}: {error}"));
         let mut breaker = route.breaker.lock().unwrap_or_else(|p| p.into_inner());
         let before = breaker.state();
         match &outcome {
@@ -217,18 +253,107 @@ impl Routes {
         }
         outcome
     }
+}
 
-    async fn forward(&self, route: &Route, envelope: &Envelope) -> Result<(), String> {
-        let (Some(url), Some(secret)) = (&route.config.url, &route.config.secret) else {
-            return Err("http.forward needs a url and a secret".to_string());
-        };
+fn route(spec: RouteSpec, breaker: &BreakerConfig) -> Route {
+    Route {
+        pattern: WildMatch::new(&spec.event_type),
+        breaker: Mutex::new(CircuitBreaker::new(breaker.clone())),
+        spec,
+    }
+}
+
+/// `http.forward`: POSTs the normalized event to `url`, signed with `secret`.
+pub struct HttpForward {
+    client: reqwest::Client,
+}
+
+impl HttpForward {
+    pub fn new(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { client }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForwardSettings {
+    url: String,
+    /// Signs forwarded events (`whsec_...`).
+    secret: Secret,
+}
+
+const SECRET: &str = "secret";
+
+impl ActionKind for HttpForward {
+    fn name(&self) -> &'static str {
+        HTTP_FORWARD
+    }
+
+    fn secret_settings(&self) -> &'static [&'static str] {
+        &[SECRET]
+    }
+
+    fn complete(&self, settings: &mut Settings) -> Vec<&'static str> {
+        if settings.contains_key(SECRET) {
+            return Vec::new();
+        }
+        let secret = standard_webhooks::generate_secret();
+        settings.insert(SECRET.into(), secret.expose().as_str().into());
+        vec![SECRET]
+    }
+
+    fn prepare(&self, settings: &Settings) -> Result<Arc<dyn Action>, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let url = settings.get("url").and_then(|u| u.as_str()).unwrap_or("");
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(Problem::new("url", "must be an http(s) URL"));
+        }
+        let signs = settings
+            .get(SECRET)
+            .and_then(|s| s.as_str())
+            .is_some_and(|secret| {
+                standard_webhooks::sign(&Secret::new(secret.to_string()), "check", 0, b"").is_ok()
+            });
+        if !signs {
+            problems.push(Problem::new(SECRET, "must be a whsec_ secret (base64)"));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let typed: ForwardSettings = super::actions::typed_settings(settings)?;
+        Ok(Arc::new(Forward {
+            client: self.client.clone(),
+            url: typed.url,
+            secret: typed.secret,
+        }))
+    }
+}
+
+struct Forward {
+    client: reqwest::Client,
+    url: String,
+    secret: Secret,
+}
+
+#[async_trait::async_trait]
+impl Action for Forward {
+    fn target(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn run(&self, _organization_id: &str, event: &ActionEvent<'_>) -> Result<(), String> {
+        let envelope = event.envelope;
         let body = serde_json::to_vec(envelope).map_err(|e| e.to_string())?;
         let timestamp = standard_webhooks::unix_now();
-        let signature = standard_webhooks::sign(secret, &envelope.id, timestamp, &body)
+        let signature = standard_webhooks::sign(&self.secret, &envelope.id, timestamp, &body)
             .map_err(|e| e.to_string())?;
         let sent = self
             .client
-            .post(url)
+            .post(&self.url)
             .header("content-type", "application/json")
             .header(standard_webhooks::ID, &envelope.id)
             .header(standard_webhooks::TIMESTAMP, timestamp.to_string())
@@ -238,8 +363,8 @@ impl Routes {
             .await;
         match sent {
             Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("route {url} answered {}", response.status())),
-            Err(error) => Err(format!("route {url} unreachable: {error}")),
+            Ok(response) => Err(format!("answered {}", response.status())),
+            Err(error) => Err(format!("unreachable: {error}")),
         }
     }
 }

@@ -84,6 +84,9 @@ pub struct NewEvent {
     pub delivery_scope: DeliveryScope,
     pub payload: String,
     pub occurred_at: Option<NaiveDateTime>,
+    /// Why nobody can process it (no integration is bound to the account it names):
+    /// stored `dead` with this reason in the same write, replayable once bound.
+    pub dead_reason: Option<String>,
 }
 
 impl NewEvent {
@@ -147,6 +150,11 @@ pub fn write_batch(
         .map(|(n, new)| {
             let settled = settled.get(n).copied().unwrap_or(false);
             let delivery_scope = new.scope_key();
+            let status = match (&new.dead_reason, settled) {
+                (Some(_), _) => DEAD,
+                (None, true) => DONE,
+                (None, false) => PENDING,
+            };
             Event {
                 id: new_ordered_id(),
                 organization_id: new.organization_id,
@@ -156,11 +164,11 @@ pub fn write_batch(
                 delivery_id: new.delivery_id,
                 payload: new.payload,
                 received_at: at,
-                status: if settled { DONE } else { PENDING }.to_string(),
+                status: status.to_string(),
                 attempts: 0,
                 next_attempt_at: None,
-                last_error: None,
-                processed_at: settled.then_some(at),
+                processed_at: (status == DONE).then_some(at),
+                last_error: new.dead_reason,
                 occurred_at: new.occurred_at,
                 delivery_scope,
             }
@@ -335,17 +343,6 @@ pub async fn mark_failed(
             .await
     })?;
     Ok(())
-}
-
-/// An event nobody can process (no integration is bound to the provider account it
-/// came from): kept, `dead` with the reason, replayable. A duplicate is left as it is.
-pub async fn bury_unrouted(store: &Store, stored: &Stored, reason: &str) {
-    if stored.duplicate {
-        return;
-    }
-    if let Err(error) = mark_failed(store, &stored.id, 0, reason, None).await {
-        tracing::warn!(event_id = %stored.id, error = %error, "unrouted event left pending");
-    }
 }
 
 /// Sends to `dead` the pending events of revoked integrations: events that ingress

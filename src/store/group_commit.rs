@@ -66,6 +66,7 @@ pub(super) struct PgGroupCommit<'a, const MARK_DONE: bool, const SKIP_DUPLICATES
     delivery_ids: Vec<&'a str>,
     payloads: Vec<&'a str>,
     statuses: Vec<&'a str>,
+    last_errors: Vec<Option<&'a str>>,
     processed_at: Vec<Option<NaiveDateTime>>,
     occurred_at: Vec<Option<NaiveDateTime>>,
     delivery_scopes: Vec<&'a str>,
@@ -77,7 +78,8 @@ pub(super) struct PgGroupCommit<'a, const MARK_DONE: bool, const SKIP_DUPLICATES
 impl<'a, const MARK_DONE: bool, const SKIP_DUPLICATES: bool>
     PgGroupCommit<'a, MARK_DONE, SKIP_DUPLICATES>
 {
-    /// The rows are new (no attempts, no error, no retry time) and received `at`, when
+    /// The rows are new (no attempts, no retry time; an error only when they are born
+    /// dead) and received `at`, when
     /// the events of `done` are recorded processed.
     pub(super) fn new(rows: &'a [Event], done: &'a [String], at: NaiveDateTime) -> Self {
         Self {
@@ -89,6 +91,7 @@ impl<'a, const MARK_DONE: bool, const SKIP_DUPLICATES: bool>
             delivery_ids: rows.iter().map(|r| r.delivery_id.as_str()).collect(),
             payloads: rows.iter().map(|r| r.payload.as_str()).collect(),
             statuses: rows.iter().map(|r| r.status.as_str()).collect(),
+            last_errors: rows.iter().map(|r| r.last_error.as_deref()).collect(),
             processed_at: rows.iter().map(|r| r.processed_at).collect(),
             occurred_at: rows.iter().map(|r| r.occurred_at).collect(),
             delivery_scopes: rows.iter().map(|r| r.delivery_scope.as_str()).collect(),
@@ -133,7 +136,7 @@ impl<const MARK_DONE: bool, const SKIP_DUPLICATES: bool> QueryFragment<Pg>
         );
         out.push_bind_param::<Timestamp, _>(&self.at)?;
         out.push_sql(
-            ", status, 0, NULL, NULL, processed_at, occurred_at, delivery_scope FROM unnest(",
+            ", status, 0, NULL, last_error, processed_at, occurred_at, delivery_scope FROM unnest(",
         );
         comma_separated_binds!(out,
             Array<Text> => &self.ids,
@@ -144,6 +147,7 @@ impl<const MARK_DONE: bool, const SKIP_DUPLICATES: bool> QueryFragment<Pg>
             Array<Text> => &self.delivery_ids,
             Array<Text> => &self.payloads,
             Array<Text> => &self.statuses,
+            Array<Nullable<Text>> => &self.last_errors,
             Array<Nullable<Timestamp>> => &self.processed_at,
             Array<Nullable<Timestamp>> => &self.occurred_at,
             Array<Text> => &self.delivery_scopes,
@@ -151,7 +155,7 @@ impl<const MARK_DONE: bool, const SKIP_DUPLICATES: bool> QueryFragment<Pg>
         // unnest keeps the arrays' order: rows are inserted as the batch lists them.
         out.push_sql(
             ") AS batch(id, organization_id, integration_id, connector_type, event_type, \
-             delivery_id, payload, status, processed_at, occurred_at, delivery_scope)",
+             delivery_id, payload, status, last_error, processed_at, occurred_at, delivery_scope)",
         );
         if SKIP_DUPLICATES {
             out.push_sql(ON_CONFLICT);

@@ -13,6 +13,21 @@ use super::schema::{integration_credentials, integrations};
 use super::{Store, StoreError, new_id, now};
 use crate::{with_conn, write_tx};
 
+/// Counts changes to which integration receives an account's events (activations,
+/// status changes, revocations, deletions) made by this process: caches of resolved
+/// integrations (the webhook ingress's) compare it to know when to ask again. Shared by
+/// every store of the process, so a change anywhere only costs a cache refill.
+static CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The number of changes so far (see [`CHANGES`]).
+pub fn changes() -> u64 {
+    std::sync::atomic::AtomicU64::load(&CHANGES, std::sync::atomic::Ordering::Acquire)
+}
+
+fn changed() {
+    CHANGES.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
 pub const STATUS_REVOKED: &str = "revoked";
 
 type Owned<'a> = diesel::dsl::Filter<
@@ -229,6 +244,7 @@ pub async fn set_status(
             .execute(conn)
             .await
     })?;
+    changed();
     if updated == 0 {
         return Err(StoreError::NotFound);
     }
@@ -294,6 +310,7 @@ pub async fn delete(store: &Store, organization_id: &str, id: &str) -> Result<()
         }
         Ok(())
     })
+    .inspect(|_| changed())
 }
 
 /// Credentials not under `key_id`, in id order after `after`: the rotation's work list.
@@ -536,6 +553,7 @@ pub async fn activate(
             .await?;
         Ok(row)
     })
+    .inspect(|_| changed())
 }
 
 /// Revokes a live integration: its credentials are deleted and its status becomes
@@ -567,6 +585,7 @@ pub async fn revoke(
             .await?;
         Ok(row)
     })
+    .inspect(|_| changed())
 }
 
 /// Every live, non-pending integration of a connector with the earliest expiry of its

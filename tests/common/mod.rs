@@ -38,6 +38,12 @@ pub fn parse(text: &str) -> Config {
         .unwrap_or_else(|e| panic!("test config is valid: {e:?}"))
 }
 
+/// The connectors a test configuration's sections build.
+pub fn connectors_of(config: &Config) -> switchboard::connectors::ConnectorSet {
+    switchboard::connectors::ConnectorSet::from_sections(&config.connectors)
+        .unwrap_or_else(|problems| panic!("test connector sections are valid: {problems:?}"))
+}
+
 pub struct TestDaemon {
     pub admin: SocketAddr,
     pub api: SocketAddr,
@@ -69,7 +75,7 @@ impl TestDaemon {
             &format!("shutdown_timeout = \"5s\"\n{server_extra}\n"),
             1,
         );
-        let connectors = switchboard::connectors::ConnectorSet::from_config(&parse(&text));
+        let connectors = connectors_of(&parse(&text));
         Self::start_full(data_dir, &text, connectors).await
     }
 
@@ -108,7 +114,7 @@ impl TestDaemon {
             &format!("[vault]\nmaster_key = \"{key}\"\n{extra}"),
         );
         let config = parse(&text);
-        let connectors = switchboard::connectors::ConnectorSet::from_config(&config);
+        let connectors = connectors_of(&config);
         Self::start_full(data_dir, &text, connectors).await
     }
 
@@ -117,17 +123,12 @@ impl TestDaemon {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
         let text = config_text(&url, "", extra);
-        let connectors = switchboard::connectors::ConnectorSet::from_config(&parse(&text));
+        let connectors = connectors_of(&parse(&text));
         Self::start_full(data_dir, &text, connectors).await
     }
 
     async fn start_config(data_dir: tempfile::TempDir, text: &str) -> TestDaemon {
-        Self::start_full(
-            data_dir,
-            text,
-            switchboard::connectors::ConnectorSet::default(),
-        )
-        .await
+        Self::start_full(data_dir, text, connectors_of(&parse(text))).await
     }
 
     async fn start_full(
@@ -142,7 +143,7 @@ impl TestDaemon {
             .await
             .expect("daemon starts");
         let (admin, api) = (daemon.admin_addr, daemon.api_addr);
-        let github_webhooks = daemon.github_webhook_addr;
+        let github_webhooks = daemon.webhook_addr("github");
         let store = daemon.tree().store().clone();
         let task = tokio::spawn(daemon.run_until_shutdown());
         TestDaemon {

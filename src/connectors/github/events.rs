@@ -214,7 +214,12 @@ pub fn event_name(event_type: &str) -> &str {
 
 /// `<event>.<action>`, or the event alone.
 pub fn event_type(name: &str, payload: &serde_json::Value) -> String {
-    match payload.get("action").and_then(|a| a.as_str()) {
+    event_type_of(name, payload.get("action").and_then(|a| a.as_str()))
+}
+
+/// The event type from the `X-GitHub-Event` name and the payload's `action`.
+pub fn event_type_of(name: &str, action: Option<&str>) -> String {
+    match action {
         Some(action) if !action.is_empty() => format!("{name}.{action}"),
         _ => name.to_string(),
     }

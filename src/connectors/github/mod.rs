@@ -12,8 +12,10 @@
 
 pub mod api;
 pub mod app_jwt;
+pub mod config;
 pub mod events;
 pub mod signature;
+pub mod webhook;
 
 use std::num::NonZeroU32;
 
@@ -25,10 +27,12 @@ use tracing::warn;
 
 use self::api::{GithubApi, Principal};
 use self::app_jwt::AppJwt;
+pub use self::config::GithubConfig;
 use self::events::GithubEvent;
+use super::ingress::Ingress;
 use super::{
     AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorError,
-    CredentialValue, Credentials, EventEffect, GithubConfig, ProviderGate,
+    CredentialValue, Credentials, EventEffect, Provider, ProviderGate,
 };
 use crate::pipeline::Envelope;
 use crate::secret::Secret;
@@ -41,7 +45,23 @@ pub const INSTALLATION_TOKEN: &str = "installation_token";
 /// GitHub's REST limit for an installation: 5,000 requests an hour.
 const HOURLY_REQUESTS: u32 = 5_000;
 
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    build: |section| {
+        let config = GithubConfig::from_section(section)?;
+        GithubConnector::build(&config)
+            .map(|connector| std::sync::Arc::new(connector) as _)
+            .map_err(|error| {
+                vec![crate::problem::Problem::new(
+                    section.key("private_key"),
+                    error,
+                )]
+            })
+    },
+};
+
 pub struct GithubConnector {
+    ingress: std::sync::Arc<webhook::GithubIngress>,
     app_slug: String,
     web_base_url: String,
     /// The App's OAuth client (id, secret), to confirm who installed it.
@@ -69,7 +89,12 @@ impl GithubConnector {
             .private_key
             .as_ref()
             .ok_or("connectors.github.private_key is required")?;
+        let webhook_secret = config
+            .webhook_secret
+            .clone()
+            .ok_or("connectors.github.webhook_secret is required")?;
         Ok(Self {
+            ingress: std::sync::Arc::new(webhook::GithubIngress { webhook_secret }),
             app_slug: config.app_slug.clone(),
             web_base_url: config.web_base_url.trim_end_matches('/').to_string(),
             oauth_client: config.client_id.clone().zip(config.client_secret.clone()),
@@ -267,6 +292,10 @@ fn with_repositories(
 impl Connector for GithubConnector {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn ingress(&self) -> Option<std::sync::Arc<dyn Ingress>> {
+        Some(std::sync::Arc::clone(&self.ingress) as _)
     }
 
     fn tenant_quota(&self) -> Option<Quota> {

@@ -12,50 +12,43 @@
 //! replies, and `app_uninstalled`/`tokens_revoked`, which revoke the integration.
 
 pub mod bot;
+pub mod config;
 pub mod events;
+pub mod ingress;
+pub mod post;
 pub mod signature;
 pub mod socket_mode;
 pub mod web_api;
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
+pub use self::config::SlackConfig;
 use self::web_api::{Auth, SlackError, SlackWebApi};
+use super::ingress::Ingress;
 use super::{
     AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorContext,
-    ConnectorError, CredentialValue, Credentials, DaemonServices, EventEffect, ProviderGate,
-    SlackConfig,
+    ConnectorError, CredentialValue, Credentials, EventEffect, Provider, ProviderGate,
 };
 use crate::pipeline::Envelope;
+use crate::pipeline::actions::ActionKind;
 use crate::secret::Secret;
 
 pub const NAME: &str = "slack";
 pub const BOT_TOKEN: &str = "bot_token";
 pub const REFRESH_TOKEN: &str = "refresh_token";
 
-/// `[bot]`: where conversations the bot does not understand go.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BotConfig {
-    /// The agent service: POSTed `{organization, channel, thread_ts, user, text,
-    /// messages}`, answers `{"text": "..."}`, posted in the thread.
-    pub agent_url: Option<String>,
-    #[serde(with = "humantime_serde")]
-    pub agent_timeout: Duration,
-}
-
-impl Default for BotConfig {
-    fn default() -> Self {
-        Self {
-            agent_url: None,
-            agent_timeout: Duration::from_secs(20),
-        }
-    }
-}
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    build: |section| {
+        Ok(Arc::new(SlackConnector::build(&SlackConfig::from_section(
+            section,
+        )?)))
+    },
+};
 
 pub struct SlackConnector {
     shared: Arc<Shared>,
@@ -65,25 +58,24 @@ pub struct SlackConnector {
 pub struct Shared {
     pub config: SlackConfig,
     pub api: SlackWebApi,
-    agent_url: Option<String>,
     agent: reqwest::Client,
-    daemon: OnceLock<Arc<dyn DaemonServices>>,
+    /// The daemon, once the tree is built.
+    context: OnceLock<ConnectorContext>,
 }
 
 impl SlackConnector {
-    pub fn build(config: &SlackConfig, bot: &BotConfig) -> Self {
+    pub fn build(config: &SlackConfig) -> Self {
         let api = SlackWebApi::new(&config.api_base_url, config.request_timeout);
         let agent = reqwest::Client::builder()
-            .timeout(bot.agent_timeout)
+            .timeout(config.agent_timeout)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {
             shared: Arc::new(Shared {
                 config: config.clone(),
                 api,
-                agent_url: bot.agent_url.clone(),
                 agent,
-                daemon: OnceLock::new(),
+                context: OnceLock::new(),
             }),
         }
     }
@@ -199,7 +191,7 @@ impl Shared {
         let command = bot::parse(text);
         bot::answer(
             &command,
-            self.daemon.get(),
+            self.context.get().map(|context| &context.daemon),
             organization_id,
             user,
             &self.config.admins,
@@ -240,7 +232,7 @@ impl Shared {
             .await
         {
             Some(answer) => answer,
-            None => match &self.agent_url {
+            None => match &self.config.agent_url {
                 Some(url) => {
                     let said = Said {
                         channel,
@@ -349,8 +341,23 @@ impl Connector for SlackConnector {
         NAME
     }
 
+    fn attach(&self, context: &ConnectorContext) {
+        let _ = self.shared.context.set(context.clone());
+    }
+
+    fn ingress(&self) -> Option<Arc<dyn Ingress>> {
+        Some(Arc::new(ingress::SlackIngress {
+            shared: Arc::clone(&self.shared),
+        }))
+    }
+
+    fn actions(&self) -> Vec<Arc<dyn ActionKind>> {
+        vec![Arc::new(post::SlackPost {
+            shared: Arc::clone(&self.shared),
+        })]
+    }
+
     fn actors(&self, context: &ConnectorContext) -> Vec<switchboard_actors::ChildSpec> {
-        let _ = self.shared.daemon.set(Arc::clone(&context.daemon));
         if self.shared.config.socket_mode {
             vec![socket_mode::child_spec(
                 Arc::clone(&self.shared),
@@ -557,73 +564,6 @@ fn revokes_bot(payload: &Value) -> bool {
         .pointer("/event/tokens/bot")
         .and_then(Value::as_array)
         .is_some_and(|bots| !bots.is_empty())
-}
-
-/// The `slack.post` route action: a readable line about a routed event (a GitHub pull
-/// request, a generic webhook), posted by the organization's own Slack bot.
-pub struct SlackPoster {
-    pub shared: Arc<Shared>,
-    pub store: crate::store::Store,
-    pub vault: crate::vault::Vault,
-    /// Every connector, for the line that describes its events.
-    pub connectors: super::ConnectorSet,
-}
-
-impl SlackPoster {
-    fn line(&self, envelope: &Envelope) -> String {
-        self.connectors
-            .get(&envelope.connector)
-            .and_then(|connector| connector.describe(envelope))
-            .unwrap_or_else(|| {
-                format!(
-                    "{} event `{}` (id {})",
-                    envelope.connector, envelope.event_type, envelope.id
-                )
-            })
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::pipeline::routes::ChatPoster for SlackPoster {
-    async fn post(
-        &self,
-        organization_id: &str,
-        channel: &str,
-        envelope: &Envelope,
-    ) -> Result<(), String> {
-        use crate::integration::CredentialStore;
-        let integration =
-            crate::store::integrations::list(&self.store, organization_id, Some(NAME))
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .find(|i| i.status == crate::store::integrations::STATUS_ACTIVE)
-                .ok_or("the organization has no active Slack integration")?;
-        let credentials = crate::integration::VaultCredentials {
-            store: self.store.clone(),
-            vault: self.vault.clone(),
-        }
-        .load(&integration)
-        .await?;
-        let token = bot_token(&credentials).map_err(|e| e.to_string())?;
-        let line = self.line(envelope);
-        let message = Message {
-            channel,
-            text: &line,
-            thread_ts: None,
-            // The line in mrkdwn, and where it came from in a context line.
-            blocks: Some(json!([
-                {"type": "section", "text": {"type": "mrkdwn", "text": line}},
-                {"type": "context", "elements": [{"type": "mrkdwn",
-                    "text": format!("{} · `{}` · event {}", envelope.connector, envelope.event_type, envelope.id)}]}
-            ])),
-        };
-        self.shared
-            .post_message(team_of(&credentials), token, message)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use super::{NAME, Shared};
 use crate::connectors::ConnectorContext;
 use crate::lock;
 use crate::pipeline::inbox;
-use crate::store::events::{self as stored_events, DeliveryScope, NewEvent};
+use crate::store::events::{DeliveryScope, NewEvent};
 use crate::store::integrations;
 
 pub const ACTOR: &str = "slack:socket";
@@ -493,19 +493,16 @@ impl Client {
             delivery_scope: DeliveryScope::Provider,
             payload: payload.to_string(),
             occurred_at: None,
+            // Nobody can process it: kept, dead with the reason (replayable once bound).
+            dead_reason: owner
+                .is_none()
+                .then(|| format!("no integration is bound to Slack workspace {team_id}")),
         };
         // Within STORE_WITHIN, or an error saying it was not stored in time.
-        let stored = match inbox::store(&self.context.intake, event, STORE_WITHIN).await {
-            Ok(stored) => stored,
-            Err(error) => {
-                warn!(error = %error, "Socket Mode envelope not stored: not acknowledged");
-                self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        if owner.is_none() {
-            let reason = format!("no integration is bound to Slack workspace {team_id}");
-            stored_events::bury_unrouted(&self.context.store, &stored, &reason).await;
+        if let Err(error) = inbox::store(&self.context.intake, event, STORE_WITHIN).await {
+            warn!(error = %error, "Socket Mode envelope not stored: not acknowledged");
+            self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+            return;
         }
         let answer = match (&owner, kind, envelope["accepts_response_payload"].as_bool()) {
             (Some((organization, _)), "slash_commands", Some(true)) => Some(

@@ -6,28 +6,90 @@
 //! Webhooks way (see [`crate::pipeline::standard_webhooks`]); `webhook-id` is the
 //! de-duplication id, and the payload's `type` (when it has one) the event type.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::warn;
 
-use super::{
-    AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorError,
-    CredentialValue, Credentials, WebhookConfig,
+use super::ingress::{
+    self, Account, Endpoint, IncomingEvent, Ingress, IngressError, Received, WebhookRequest,
 };
+use super::section::Section;
+use super::{
+    AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorContext,
+    ConnectorError, CredentialValue, Credentials, Provider,
+};
+use crate::lock;
 use crate::pipeline::standard_webhooks;
+use crate::problem::Problem;
+use crate::secret::Secret;
+use crate::store::events::DeliveryScope;
+use crate::store::integrations::Integration;
 
 pub const NAME: &str = "webhook";
 /// The credential type of the signing secret.
 pub const SIGNING_SECRET: &str = "signing_secret";
+const ENDPOINT: Endpoint = Endpoint::new("/webhooks/generic/{integration_id}");
+
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    build: |section| {
+        Ok(Arc::new(WebhookConnector::build(
+            &WebhookConfig::from_section(section)?,
+        )))
+    },
+};
+
+/// `[connectors.webhook]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// How old a signed webhook's timestamp may be (Standard Webhooks: 5 minutes).
+    #[serde(with = "humantime_serde", default = "five_minutes")]
+    pub timestamp_tolerance: Duration,
+}
+
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl WebhookConfig {
+    pub fn from_section(section: &Section) -> Result<Self, Vec<Problem>> {
+        let config: Self = section.parse()?;
+        if config.timestamp_tolerance.is_zero() {
+            return Err(vec![Problem::new(
+                section.key("timestamp_tolerance"),
+                "must be longer than zero",
+            )]);
+        }
+        Ok(config)
+    }
+}
 
 pub struct WebhookConnector {
-    pub timestamp_tolerance: Duration,
+    ingress: Arc<WebhookIngress>,
+}
+
+/// Verifies generic webhooks with each integration's own signing secret.
+struct WebhookIngress {
+    timestamp_tolerance: Duration,
+    /// Signing secrets by integration, so that a webhook costs no vault round trip.
+    /// A failed verification looks the secret up again before refusing.
+    secrets: Mutex<HashMap<String, Secret>>,
+    context: OnceLock<ConnectorContext>,
 }
 
 impl WebhookConnector {
     pub fn build(config: &WebhookConfig) -> Self {
         Self {
-            timestamp_tolerance: config.timestamp_tolerance,
+            ingress: Arc::new(WebhookIngress {
+                timestamp_tolerance: config.timestamp_tolerance,
+                secrets: Mutex::default(),
+                context: OnceLock::new(),
+            }),
         }
     }
 
@@ -54,10 +116,95 @@ pub fn webhook_url(public_url: &str, integration_id: &str) -> String {
     )
 }
 
+impl WebhookIngress {
+    async fn signing_secret(&self, integration: &Integration) -> Result<Secret, IngressError> {
+        let context = self
+            .context
+            .get()
+            .ok_or_else(|| IngressError::unavailable("the connector is starting, retry"))?;
+        let loaded = context
+            .credentials
+            .load(integration)
+            .await
+            .map_err(|error| {
+                warn!(integration_id = %integration.id, error = %error, "signing secret unavailable");
+                IngressError::unavailable("the signing secret is unavailable, retry")
+            })?;
+        loaded
+            .get(SIGNING_SECRET)
+            .cloned()
+            .ok_or_else(|| IngressError::not_found("no such webhook"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Ingress for WebhookIngress {
+    fn endpoints(&self) -> Vec<Endpoint> {
+        vec![ENDPOINT]
+    }
+
+    async fn receive(&self, request: WebhookRequest<'_>) -> Result<Received, IngressError> {
+        let integration = request
+            .integration
+            .ok_or_else(|| IngressError::not_found("no such webhook"))?;
+        let verify = |secret: &Secret| {
+            standard_webhooks::verify(
+                secret,
+                request.header(standard_webhooks::ID),
+                request.header(standard_webhooks::TIMESTAMP),
+                request.header(standard_webhooks::SIGNATURE),
+                request.body,
+                self.timestamp_tolerance,
+                standard_webhooks::unix_now(),
+            )
+        };
+        let cached = lock(&self.secrets).get(&integration.id).cloned();
+        let verified = match cached.as_ref().map(verify) {
+            Some(Ok(timestamp)) => Ok(timestamp),
+            // Not cached yet, or the secret may have changed: ask the vault.
+            _ => {
+                let secret = self.signing_secret(integration).await?;
+                let outcome = verify(&secret);
+                lock(&self.secrets).insert(integration.id.clone(), secret);
+                outcome
+            }
+        };
+        let timestamp = verified.map_err(IngressError::invalid_signature)?;
+        let event = IncomingEvent {
+            delivery_id: ingress::delivery_id(
+                standard_webhooks::ID,
+                request.header(standard_webhooks::ID),
+            )?,
+            // The sender chose this id: unique within this integration alone.
+            scope: DeliveryScope::Integration,
+            event_type: WebhookConnector::event_type(request.body),
+            occurred_at: chrono::DateTime::from_timestamp(timestamp, 0).map(|t| t.naive_utc()),
+            payload: ingress::utf8_payload(request.body)?,
+        };
+        Ok(Received::Events {
+            account: Account::Named,
+            events: vec![event],
+            reply: None,
+        })
+    }
+
+    fn forget(&self, integration_id: &str) {
+        lock(&self.secrets).remove(integration_id);
+    }
+}
+
 #[async_trait::async_trait]
 impl Connector for WebhookConnector {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn attach(&self, context: &ConnectorContext) {
+        let _ = self.ingress.context.set(context.clone());
+    }
+
+    fn ingress(&self) -> Option<Arc<dyn Ingress>> {
+        Some(Arc::clone(&self.ingress) as Arc<dyn Ingress>)
     }
 
     async fn authorize(
