@@ -57,7 +57,9 @@ fn mentions(file: &Path, code: &str, word: &str) -> Vec<String> {
                 // Only an end of `word` that is a letter can run on into another word.
                 let open_start = word.starts_with(char::is_alphanumeric);
                 let open_end = word.ends_with(char::is_alphanumeric);
-                !(open_start && part_of_word(before)) && !(open_end && part_of_word(after))
+                let runs_on =
+                    (open_start && part_of_word(before)) || (open_end && part_of_word(after));
+                !runs_on
             })
         })
         .map(|(n, line)| format!("{}:{}: {}", file.display(), n + 1, line.trim()))
