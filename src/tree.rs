@@ -25,10 +25,10 @@ use crate::connectors::{self, Connector, ConnectorSet};
 use crate::integration::{
     self, IntegrationArgs, IntegrationMsg, IntegrationServices, VaultCredentials,
 };
-use crate::pipeline::actions::ActionKinds;
 use crate::pipeline::inbox::{INBOX, InboxActor, InboxArgs, InboxMsg, Intake};
 use crate::pipeline::metrics::PipelineMetrics;
 use crate::pipeline::routes::{self, HttpForward, RouteSpec, Routes};
+use crate::pipeline::tenant_routes::TenantRoutes;
 use crate::pipeline::{Consumers, Pipeline};
 use crate::store::Store;
 use crate::store::events;
@@ -77,10 +77,8 @@ pub struct ActorTree {
     daemon_services: Arc<TreeServices>,
     /// Whether the store monitor holds the store ready (migrated and answering).
     store_ready: watch::Receiver<bool>,
-    /// Every route, operator and tenant.
-    routes: Arc<Routes>,
-    /// Every route action this daemon offers.
-    action_kinds: ActionKinds,
+    /// Tenant routes: created through the API, stored, and running.
+    tenant_routes: Arc<TenantRoutes>,
 }
 
 /// The daemon as connectors see it (the Slack bot's `status` and `restart`). It holds
@@ -321,6 +319,14 @@ impl ActorTree {
             names.push(name.to_string());
         }
 
+        let tenant_routes = Arc::new(TenantRoutes::new(
+            services.store.clone(),
+            Vault::in_registry(registry.clone()),
+            action_kinds,
+            Arc::clone(&pipeline.routes),
+        ));
+        load_tenant_routes(&tenant_routes, store_ready.clone(), supervision.backoff());
+
         let (root, handle) = SupervisorRef::spawn(root)
             .await
             .map_err(|e| TreeError::Start(e.to_string()))?;
@@ -337,8 +343,7 @@ impl ActorTree {
             intake,
             daemon_services,
             store_ready,
-            routes: Arc::clone(&pipeline.routes),
-            action_kinds,
+            tenant_routes,
         })
     }
 
@@ -360,12 +365,9 @@ impl ActorTree {
         }
     }
 
-    pub fn routes(&self) -> &Arc<Routes> {
-        &self.routes
-    }
-
-    pub fn action_kinds(&self) -> &ActionKinds {
-        &self.action_kinds
+    /// The tenant routes, for the tenant API.
+    pub fn tenant_routes(&self) -> &Arc<TenantRoutes> {
+        &self.tenant_routes
     }
 
     pub fn pipeline_metrics(&self) -> &PipelineMetrics {
@@ -572,6 +574,44 @@ impl ActorTree {
     pub async fn stop(&self, timeout: Duration) -> bool {
         self.root.stop(timeout).await
     }
+}
+
+/// How often tenant routes are loaded again, for those created on another node.
+const TENANT_ROUTES_EVERY: Duration = Duration::from_secs(30);
+
+/// Loads the tenant routes once the store is ready (retrying with backoff until it
+/// works: events wait for them), then again every [`TENANT_ROUTES_EVERY`] while the
+/// tree lives.
+fn load_tenant_routes(
+    routes: &Arc<TenantRoutes>,
+    mut store_ready: watch::Receiver<bool>,
+    backoff: switchboard_actors::Backoff,
+) {
+    let routes = Arc::downgrade(routes);
+    tokio::spawn(async move {
+        if store_ready.wait_for(|ready| *ready).await.is_err() {
+            return;
+        }
+        let mut failures = 0;
+        loop {
+            let Some(tenant_routes) = routes.upgrade() else {
+                return;
+            };
+            let wait = match tenant_routes.reload().await {
+                Ok(()) => {
+                    failures = 0;
+                    TENANT_ROUTES_EVERY
+                }
+                Err(error) => {
+                    warn!(error = %error, "tenant routes not loaded: trying again");
+                    failures += 1;
+                    backoff.delay(failures)
+                }
+            };
+            drop(tenant_routes);
+            tokio::time::sleep(wait).await;
+        }
+    });
 }
 
 /// A connector's supervisor: it loads the connector's live integrations from the store

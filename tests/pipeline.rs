@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::TestDaemon;
 use common::db::{Db, TestDb};
-use common::webhooks::{Receiver, send};
+use common::webhooks::{Receiver, connect_webhook, send};
 use rstest::rstest;
 use serde_json::{Value, json};
 use switchboard::pipeline::standard_webhooks::{self, unix_now};
@@ -51,42 +51,6 @@ async fn setup(backend: Db, pipeline: &str) -> Option<Setup> {
         integration_id,
         _db: db,
     })
-}
-
-/// Connects a generic webhook for the organization of `token`: its URL (on the test
-/// daemon's port), signing secret and integration id.
-async fn connect_webhook(daemon: &TestDaemon, token: &str) -> (String, Secret, String) {
-    let (status, started) = daemon
-        .call_api(
-            token,
-            "/integrations/authorize",
-            json!({"connector_type": "webhook"}),
-        )
-        .await;
-    assert_eq!(
-        (status, started["type"].clone()),
-        (200, json!("api_key")),
-        "{started}"
-    );
-    let (status, done) = daemon
-        .call_api(
-            token,
-            "/integrations/callback",
-            json!({"connector_type": "webhook", "state": started["state"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{done}");
-    let url = done["reveal"]["url"]
-        .as_str()
-        .unwrap()
-        .replace("127.0.0.1:8080", &daemon.api.to_string());
-    let secret = Secret::new(done["reveal"]["signing_secret"].as_str().unwrap());
-    let integration_id = done["integration"]["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        done["integration"]["metadata"]["url"],
-        done["reveal"]["url"]
-    );
-    (url, secret, integration_id)
 }
 
 async fn events_of(setup: &Setup, status: &str) -> Vec<Value> {

@@ -43,7 +43,7 @@ pub struct ApiState {
 
 /// The organization the request's token belongs to.
 #[derive(Clone)]
-struct Organization(String);
+pub(super) struct Organization(pub(super) String);
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let mut tenant = Router::new();
@@ -53,6 +53,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         ("/integrations/list", post(list)),
         ("/integrations/revoke", post(revoke)),
         ("/integrations/status", post(status)),
+        ("/routes/create", post(super::routes_api::create)),
+        ("/routes/list", post(super::routes_api::list)),
+        ("/routes/delete", post(super::routes_api::delete)),
+        ("/routes/test", post(super::routes_api::test)),
     ] {
         // Paths accept an optional trailing slash.
         tenant = tenant
@@ -96,7 +100,7 @@ async fn authenticate(
 /// JSON bodies whose errors answer in the API's error format. A body without a
 /// `Content-Type` is read as JSON (as `curl -d` sends it); another declared type is a
 /// 415.
-struct ApiJson<T>(T);
+pub(super) struct ApiJson<T>(pub(super) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -621,7 +625,7 @@ fn redirect_url(public_url: &str, connector: &str) -> String {
     )
 }
 
-async fn record(
+pub(super) async fn record(
     store: &Store,
     org: &str,
     action: &str,
@@ -633,6 +637,8 @@ async fn record(
         "integration.authorize" => "integration authorization started",
         "integration.callback" => "integration activated",
         "integration.revoke" => "integration revoked",
+        "route.create" => "route created",
+        "route.delete" => "route deleted",
         other => other,
     };
     tracing::info!(organization_id = org, integration_id, connector = %details["connector_type"].as_str().unwrap_or_default(), "{said}");
@@ -650,14 +656,14 @@ async fn record(
     }
 }
 
-fn unknown_connector(name: &str) -> ApiError {
+pub(super) fn unknown_connector(name: &str) -> ApiError {
     ApiError::not_found(format!(
         "no connector '{name}' is available: the daemon runs a connector when its \
          [connectors.{name}] section is in its configuration"
     ))
 }
 
-fn store_error(error: StoreError) -> ApiError {
+pub(super) fn store_error(error: StoreError) -> ApiError {
     match error {
         StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         StoreError::Duplicate { constraint } => {

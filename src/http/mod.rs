@@ -8,6 +8,7 @@ pub mod ingress;
 pub mod limits;
 pub mod metrics;
 mod oauth_pages;
+mod routes_api;
 pub mod server;
 
 pub use error::ApiError;

@@ -485,7 +485,7 @@ mod tests {
             metrics: Arc::default(),
             consumers: Arc::new(Consumers {
                 handlers: Default::default(),
-                routes: Arc::new(Routes::new(
+                routes: Arc::new(Routes::operator_only(
                     Vec::new(),
                     &BreakerConfig::default(),
                     Arc::new(crate::connectors::ConnectorSet::default()),

@@ -15,6 +15,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod routes;
 pub mod standard_webhooks;
+pub mod tenant_routes;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //! others (see [`super::actions`]). A failed action fails the event's attempt, which is
 //! retried (at-least-once delivery).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -129,6 +129,9 @@ pub struct Routes {
     operator: Vec<Arc<Route>>,
     /// Every route, operator routes first; replaced whole when tenant routes change.
     all: RwLock<Arc<[Arc<Route>]>>,
+    /// Whether the tenant routes were loaded from the store: until then no event is
+    /// taken for one nothing wants, and none is dispatched.
+    tenant_loaded: tokio::sync::watch::Sender<bool>,
     breaker: BreakerConfig,
     describer: Arc<dyn Describe>,
 }
@@ -146,42 +149,73 @@ impl Routes {
         Self {
             all: RwLock::new(operator.clone().into()),
             operator,
+            tenant_loaded: tokio::sync::watch::Sender::new(false),
             breaker: breaker.clone(),
             describer,
         }
+    }
+
+    /// Routes with no tenant routes to load (tests and tools).
+    pub fn operator_only(
+        operator: Vec<RouteSpec>,
+        breaker: &BreakerConfig,
+        describer: Arc<dyn Describe>,
+    ) -> Self {
+        let routes = Self::new(operator, breaker, describer);
+        routes.tenant_loaded.send_replace(true);
+        routes
+    }
+
+    /// The ids of the tenant routes running now.
+    pub fn tenant_route_ids(&self) -> HashSet<String> {
+        self.snapshot()
+            .iter()
+            .filter_map(|r| r.spec.id.clone())
+            .collect()
     }
 
     fn snapshot(&self) -> Arc<[Arc<Route>]> {
         Arc::clone(&self.all.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Replaces the tenant routes; a route that stays keeps its breaker.
-    pub fn set_tenant_routes(&self, specs: Vec<RouteSpec>) {
+    /// Sets the tenant routes: the running ones in `keep` stay as they are (with their
+    /// breakers), the others go, and `added` start.
+    pub fn set_tenant_routes(&self, keep: &HashSet<String>, added: Vec<RouteSpec>) {
         let current = self.snapshot();
-        let kept: HashMap<&str, &Arc<Route>> = current
-            .iter()
-            .filter_map(|r| r.spec.id.as_deref().map(|id| (id, r)))
-            .collect();
         let mut all = self.operator.clone();
-        for spec in specs {
-            match spec.id.as_deref().and_then(|id| kept.get(id)) {
-                Some(existing) => all.push(Arc::clone(existing)),
-                None => all.push(Arc::new(route(spec, &self.breaker))),
-            }
-        }
+        all.extend(
+            current
+                .iter()
+                .filter(|r| r.spec.id.as_ref().is_some_and(|id| keep.contains(id)))
+                .cloned(),
+        );
+        all.extend(
+            added
+                .into_iter()
+                .map(|spec| Arc::new(route(spec, &self.breaker))),
+        );
         *self.all.write().unwrap_or_else(|p| p.into_inner()) = all.into();
+        self.tenant_loaded.send_replace(true);
     }
 
     /// Whether any route takes events of this organization, connector and type (an
     /// event no route takes is not even put in an envelope).
     pub fn wants(&self, organization_id: Option<&str>, connector: &str, event_type: &str) -> bool {
-        self.snapshot()
-            .iter()
-            .any(|route| route.takes(organization_id, connector, event_type))
+        !*self.tenant_loaded.borrow()
+            || self
+                .snapshot()
+                .iter()
+                .any(|route| route.takes(organization_id, connector, event_type))
     }
 
     /// Runs every route matching the event; the first failure fails the attempt.
     pub async fn dispatch(&self, envelope: &Envelope) -> Result<usize, String> {
+        // Not before the tenant routes are known: an event must not miss its route.
+        let _ = self
+            .tenant_loaded
+            .subscribe()
+            .wait_for(|loaded| *loaded)
+            .await;
         let mut dispatched = 0;
         for route in self.snapshot().iter() {
             if !route.takes(

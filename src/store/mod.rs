@@ -15,6 +15,8 @@ pub mod integrations;
 pub mod monitor;
 pub mod oauth_states;
 pub mod organizations;
+pub mod poll_cursors;
+pub mod routes;
 pub mod schema;
 pub mod sqlite_writer;
 pub mod tokens;

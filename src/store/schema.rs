@@ -103,6 +103,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    routes (id) {
+        id -> Text,
+        organization_id -> Text,
+        connector -> Text,
+        event_type -> Text,
+        action -> Text,
+        settings -> Text,
+        secrets -> Nullable<Binary>,
+        encryption_key_id -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    poll_cursors (integration_id, stream) {
+        integration_id -> Text,
+        stream -> Text,
+        cursor -> Nullable<Text>,
+        last_polled_at -> Nullable<Timestamp>,
+        next_poll_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(api_tokens -> organizations (organization_id));
 diesel::joinable!(integrations -> organizations (organization_id));
 diesel::joinable!(integration_credentials -> integrations (integration_id));
@@ -115,4 +140,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     oauth_states,
     events,
     audit_log,
+    routes,
+    poll_cursors,
 );

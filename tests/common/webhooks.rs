@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use switchboard::pipeline::standard_webhooks;
 use switchboard::secret::Secret;
 
@@ -88,4 +88,40 @@ pub async fn send(
         .expect("ingress answers");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Connects a generic webhook for the organization of `token`: its URL (on the test
+/// daemon's port), signing secret and integration id.
+pub async fn connect_webhook(daemon: &super::TestDaemon, token: &str) -> (String, Secret, String) {
+    let (status, started) = daemon
+        .call_api(
+            token,
+            "/integrations/authorize",
+            json!({"connector_type": "webhook"}),
+        )
+        .await;
+    assert_eq!(
+        (status, started["type"].clone()),
+        (200, json!("api_key")),
+        "{started}"
+    );
+    let (status, done) = daemon
+        .call_api(
+            token,
+            "/integrations/callback",
+            json!({"connector_type": "webhook", "state": started["state"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{done}");
+    let url = done["reveal"]["url"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1:8080", &daemon.api.to_string());
+    let secret = Secret::new(done["reveal"]["signing_secret"].as_str().unwrap());
+    let integration_id = done["integration"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        done["integration"]["metadata"]["url"],
+        done["reveal"]["url"]
+    );
+    (url, secret, integration_id)
 }
