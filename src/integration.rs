@@ -24,10 +24,11 @@ use crate::connectors::{
 };
 use crate::pipeline::{Envelope, Pipeline, inbox};
 use crate::secret::Secret;
-use crate::store::events;
+use crate::store::events::{self, NewEvent};
 use crate::store::integrations::{
     self, Integration, NewCredential, STATUS_ACTIVE, STATUS_ERROR, STATUS_SUSPENDED,
 };
+use crate::store::poll_cursors::{self, PollCursor};
 use crate::store::{self, Store, audit};
 use crate::vault::{Binding, Sealed, Vault};
 
@@ -217,6 +218,8 @@ pub struct IntegrationServices {
     pub validation_spread: Duration,
     /// Event processing; `None` where the actor only keeps credentials (tests).
     pub pipeline: Option<Arc<Pipeline>>,
+    /// How often integrations poll, for a connector whose integrations do.
+    pub poll_interval: Duration,
 }
 
 #[derive(Clone)]
@@ -242,6 +245,8 @@ pub enum IntegrationMsg {
     RefreshCredentials,
     /// Process the next pending event, if any (sent by the inbox when events arrive).
     ProcessEvents,
+    /// Poll the provider's feed (for a connector that polls).
+    Poll,
     Observe(RpcReplyPort<HealthReport>),
 }
 
@@ -267,7 +272,21 @@ pub struct IntegrationState {
     /// The next event retry, likewise.
     events_timer: Option<Timer>,
     events_processed: u64,
+    /// Where polling stands, for an integration that polls (boxed: most do not, and
+    /// every integration actor is kept small).
+    polling: Option<Box<Polling>>,
 }
+
+/// An integration's polling: its cursor and times, as stored, and its next poll.
+struct Polling {
+    row: PollCursor,
+    /// Failed polls in a row, for the backoff.
+    failures: u32,
+    timer: Option<Timer>,
+}
+
+/// How long polled events may take to be stored.
+const POLL_STORE_WITHIN: Duration = Duration::from_secs(10);
 
 type Timer = JoinHandle<Result<(), ractor::MessagingErr<IntegrationMsg>>>;
 
@@ -278,6 +297,8 @@ enum Work {
     Credentials,
     /// Processing events.
     Events,
+    /// Polling the provider's feed.
+    Polling,
 }
 
 impl IntegrationState {
@@ -680,6 +701,176 @@ impl IntegrationState {
         }
     }
 
+    /// Picks up polling where the store says it stands: the next poll when it was
+    /// due (at once if that passed), from the saved cursor.
+    async fn start_polling(&mut self, myself: &ActorRef<IntegrationMsg>, pipeline: &Pipeline) {
+        let saved = match poll_cursors::get(&pipeline.store, &self.integration.id, "").await {
+            Ok(saved) => saved,
+            Err(error) => {
+                // Polled from the provider's start: its duplicates are dropped.
+                warn!(integration_id = %self.integration.id, error = %error, "poll cursor unreadable: polling without it");
+                None
+            }
+        };
+        let row = saved.unwrap_or_else(|| PollCursor {
+            integration_id: self.integration.id.clone(),
+            stream: String::new(),
+            cursor: None,
+            last_polled_at: None,
+            next_poll_at: None,
+            last_error: None,
+        });
+        let due = row
+            .next_poll_at
+            .and_then(|at| (at - store::now()).to_std().ok())
+            .unwrap_or(Duration::ZERO);
+        self.polling = Some(Box::new(Polling {
+            row,
+            failures: 0,
+            timer: None,
+        }));
+        self.schedule_poll(myself, due);
+    }
+
+    /// The next poll after `delay`, with up to a tenth of the interval added so that
+    /// integrations started together do not poll together.
+    fn schedule_poll(&mut self, myself: &ActorRef<IntegrationMsg>, delay: Duration) {
+        let jitter_cap = self.services.poll_interval / 10;
+        let jitter = if jitter_cap.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::rng().random_range(Duration::ZERO..=jitter_cap)
+        };
+        let Some(polling) = self.polling.as_mut() else {
+            return;
+        };
+        if let Some(timer) = polling.timer.take() {
+            timer.abort();
+        }
+        let delay = delay + jitter;
+        polling.row.next_poll_at =
+            Some(store::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+        polling.timer = Some(myself.send_after(delay, || IntegrationMsg::Poll));
+    }
+
+    /// Polls one page: under the integration's limit and breaker; its events stored
+    /// through the inbox (de-duplicated by their ids); the cursor saved only after
+    /// they are durable. Any failure leaves the cursor where it was, so the page is
+    /// polled again and what was stored of it is dropped as duplicates.
+    async fn poll(&mut self, myself: &ActorRef<IntegrationMsg>) {
+        let (Some(pipeline), Some(polling)) = (self.services.pipeline.clone(), &self.polling)
+        else {
+            return;
+        };
+        let cursor = polling.row.cursor.clone();
+        let polled = match self.services.credentials.load(&self.integration).await {
+            Ok(credentials) => {
+                let connector = Arc::clone(&self.services.connector);
+                self.provider
+                    .call(connector.poll(&credentials, cursor.as_deref()))
+                    .await
+            }
+            Err(error) => Err(ConnectorError::Unavailable(format!(
+                "credentials unavailable: {error}"
+            ))),
+        };
+        let page = match polled {
+            Ok(page) => page,
+            Err(ConnectorError::QuotaSpent { retry_after }) => {
+                // Not a failure: the quota comes back.
+                self.schedule_poll(myself, retry_after);
+                return;
+            }
+            Err(error) => {
+                if let ConnectorError::Unauthorized(reason) = &error {
+                    self.credentials_rejected(myself, reason).await;
+                }
+                self.poll_failed(myself, &pipeline, format!("poll failed: {error}"))
+                    .await;
+                return;
+            }
+        };
+        let stored = futures::future::join_all(page.events.into_iter().map(|event| {
+            let new = NewEvent {
+                organization_id: Some(self.integration.organization_id.clone()),
+                integration_id: Some(self.integration.id.clone()),
+                connector_type: self.integration.connector_type.clone(),
+                event_type: event.event_type,
+                delivery_id: event.delivery_id,
+                delivery_scope: event.scope,
+                payload: event.payload,
+                occurred_at: event.occurred_at,
+                dead_reason: None,
+            };
+            inbox::store(&pipeline.intake, new, POLL_STORE_WITHIN)
+        }))
+        .await;
+        if let Some(error) = stored.iter().find_map(|s| s.as_ref().err()) {
+            let message = format!("polled events not stored: {error}");
+            self.poll_failed(myself, &pipeline, message).await;
+            return;
+        }
+        let Some(polling) = self.polling.as_mut() else {
+            return;
+        };
+        let mut row = polling.row.clone();
+        if page.cursor.is_some() {
+            row.cursor = page.cursor;
+        }
+        row.last_polled_at = Some(store::now());
+        row.last_error = None;
+        let delay = if page.more {
+            Duration::ZERO
+        } else {
+            self.services.poll_interval
+        };
+        row.next_poll_at =
+            Some(store::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+        // Only now that its events are durable.
+        if let Err(error) = poll_cursors::save(&pipeline.store, &row).await {
+            let message = format!("poll cursor not saved: {error}");
+            self.poll_failed(myself, &pipeline, message).await;
+            return;
+        }
+        polling.row = row;
+        polling.failures = 0;
+        self.recovered(Work::Polling);
+        if page.more {
+            let _ = myself.send_message(IntegrationMsg::Poll);
+        } else {
+            self.schedule_poll(myself, delay);
+        }
+    }
+
+    /// A poll failed: said in the health and the cursor's row, and polled again after
+    /// a backoff (the breaker, if it opened, refuses polls until it lets one through).
+    async fn poll_failed(
+        &mut self,
+        myself: &ActorRef<IntegrationMsg>,
+        pipeline: &Pipeline,
+        message: String,
+    ) {
+        warn!(integration_id = %self.integration.id, error = %message, "poll failed");
+        let Some(polling) = self.polling.as_mut() else {
+            return;
+        };
+        polling.failures += 1;
+        polling.row.last_error = Some(message.clone());
+        let delay = self
+            .services
+            .backoff
+            .delay(polling.failures)
+            .min(self.services.poll_interval.max(Duration::from_millis(1)));
+        let failures = polling.failures;
+        self.last_error = Some((Work::Polling, message));
+        self.schedule_poll(myself, delay);
+        if let Some(polling) = &self.polling
+            && let Err(error) = poll_cursors::save(&pipeline.store, &polling.row).await
+        {
+            warn!(integration_id = %self.integration.id, failures, error = %error, "poll state not saved");
+        }
+    }
+
     fn report(&self) -> HealthReport {
         let mut report = HealthReport::new(
             actor_name(&self.integration.id),
@@ -697,6 +888,19 @@ impl IntegrationState {
         .with_detail("last_refreshed_at", self.last_refreshed_at)
         .with_detail("refresh_failures", self.refresh_failures)
         .with_detail("limiter", self.provider.limiter());
+        if let Some(polling) = &self.polling {
+            let time = |t: Option<NaiveDateTime>| t.map(|t| t.and_utc().to_rfc3339());
+            report = report.with_detail(
+                "poll",
+                serde_json::json!({
+                    "cursor": polling.row.cursor,
+                    "last_polled_at": time(polling.row.last_polled_at),
+                    "next_poll_at": time(polling.row.next_poll_at),
+                    "last_error": polling.row.last_error,
+                    "failures": polling.failures,
+                }),
+            );
+        }
         report.breaker = Some(self.provider.breaker());
         report.last_error = self.last_error.as_ref().map(|(_, error)| error.clone());
         report
@@ -729,6 +933,7 @@ impl Actor for IntegrationActor {
             refresh_timer: None,
             events_timer: None,
             events_processed: 0,
+            polling: None,
         })
     }
 
@@ -749,8 +954,11 @@ impl Actor for IntegrationActor {
             state.schedule_refresh(&myself, delay);
         }
         // Events that arrived while the actor was down (or the daemon was) come first.
-        if state.services.pipeline.is_some() {
+        if let Some(pipeline) = state.services.pipeline.clone() {
             myself.send_message(IntegrationMsg::ProcessEvents)?;
+            if state.services.connector.polls(&state.integration) {
+                state.start_polling(&myself, &pipeline).await;
+            }
         }
         Ok(())
     }
@@ -760,9 +968,14 @@ impl Actor for IntegrationActor {
         _myself: ActorRef<IntegrationMsg>,
         state: &mut IntegrationState,
     ) -> Result<(), ActorProcessingErr> {
-        for timer in [state.refresh_timer.take(), state.events_timer.take()]
-            .into_iter()
-            .flatten()
+        let poll_timer = state.polling.as_mut().and_then(|p| p.timer.take());
+        for timer in [
+            state.refresh_timer.take(),
+            state.events_timer.take(),
+            poll_timer,
+        ]
+        .into_iter()
+        .flatten()
         {
             timer.abort();
         }
@@ -787,6 +1000,7 @@ impl Actor for IntegrationActor {
             }
             IntegrationMsg::RefreshCredentials => Box::pin(state.refresh(&myself)).await,
             IntegrationMsg::ProcessEvents => Box::pin(state.process_next_event(&myself)).await,
+            IntegrationMsg::Poll => Box::pin(state.poll(&myself)).await,
             IntegrationMsg::Observe(reply) => {
                 let _ = reply.send(state.report());
             }

@@ -250,6 +250,7 @@ impl ActorTree {
         );
         let pipeline = Arc::new(Pipeline {
             store: services.store.clone(),
+            intake: Arc::clone(&intake),
             registry: registry.clone(),
             routes,
             retry: switchboard_actors::Backoff::new(
@@ -285,6 +286,11 @@ impl ActorTree {
                 backoff: supervision.backoff(),
                 validation_spread: config.integrations.validation_spread,
                 pipeline: Some(Arc::clone(&pipeline)),
+                poll_interval: services
+                    .connectors
+                    .settings(connector.name())
+                    .poll_interval
+                    .unwrap_or(connectors::DEFAULT_POLL_INTERVAL),
             });
             let mut spec = connector_supervisor(
                 connector.as_ref(),

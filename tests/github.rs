@@ -854,6 +854,7 @@ mod connector {
             refresh_attempts: 3,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
             validation_spread: Duration::ZERO,
+            poll_interval: Duration::from_secs(60),
             pipeline: None,
         });
         let (actor, _) = ractor::Actor::spawn(

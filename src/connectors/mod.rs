@@ -283,6 +283,39 @@ pub trait Connector: Send + Sync + 'static {
     fn describe(&self, _event: &Envelope) -> Option<String> {
         None
     }
+
+    /// Whether this integration's events are polled (a third intake beside webhooks and
+    /// sockets): its actor then calls [`Connector::poll`] every `poll_interval` (from
+    /// the connector's section, else [`DEFAULT_POLL_INTERVAL`]), with jitter.
+    fn polls(&self, _integration: &crate::store::integrations::Integration) -> bool {
+        false
+    }
+
+    /// One page of the integration's feed after `cursor` (`None`: from where the
+    /// provider starts a new reader). The actor runs it under the integration's rate
+    /// limit and breaker, stores the events (de-duplicated by their ids) and saves the
+    /// page's cursor only once they are durable: a crash at any point polls the same
+    /// page again, and its duplicates are dropped.
+    async fn poll(
+        &self,
+        _credentials: &Credentials,
+        _cursor: Option<&str>,
+    ) -> Result<Polled, ConnectorError> {
+        Err(ConnectorError::NotSupported)
+    }
+}
+
+/// How often an integration polls when its connector's section does not say.
+pub const DEFAULT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One page of a polled feed.
+#[derive(Debug, Clone, Default)]
+pub struct Polled {
+    pub events: Vec<ingress::IncomingEvent>,
+    /// Where the next poll starts; `None` keeps the current cursor.
+    pub cursor: Option<String>,
+    /// More pages are ready now: the next poll comes at once.
+    pub more: bool,
 }
 
 /// What handling an event changes about its integration, applied by its actor.

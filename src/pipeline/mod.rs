@@ -119,6 +119,8 @@ impl Consumers {
 /// What the integration actors need to process events.
 pub struct Pipeline {
     pub store: Store,
+    /// Where polled events are handed to the inbox.
+    pub intake: Arc<inbox::Intake>,
     /// Where the inbox is found (it records processed events).
     pub registry: switchboard_actors::Registry,
     pub routes: Arc<routes::Routes>,

@@ -5,6 +5,7 @@ pub mod binary;
 pub mod db;
 pub mod fake_github;
 pub mod fake_slack;
+pub mod feed;
 pub mod memory_credentials;
 pub mod test_connector;
 pub mod webhooks;
@@ -98,6 +99,26 @@ impl TestDaemon {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/switchboard.db", data_dir.path().display());
         let text = config_text(&url, "", extra);
+        Self::start_full(data_dir, &text, connectors).await
+    }
+
+    /// A daemon on an existing database (`url`) running `connectors` (and those its
+    /// configuration's sections build).
+    pub async fn start_on_with_connectors(
+        url: &str,
+        connectors: switchboard::connectors::ConnectorSet,
+        extra: &str,
+    ) -> TestDaemon {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let key = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode([5u8; 32])
+        };
+        let text = config_text(
+            url,
+            "",
+            &format!("[vault]\nmaster_key = \"{key}\"\n{extra}"),
+        );
         Self::start_full(data_dir, &text, connectors).await
     }
 
