@@ -470,7 +470,8 @@ impl IntegrationState {
         let connector = Arc::clone(&self.services.connector);
         // Decrypted once for the batch and dropped (zeroized) after it; only for a
         // connector with a handler of its own (a generic webhook goes to routes only).
-        let credentials = if connector.handles_events() {
+        let handled_here = batch.iter().any(|e| connector.handles(&e.event_type));
+        let credentials = if handled_here {
             match self.services.credentials.load(&self.integration).await {
                 Ok(credentials) => Some(credentials),
                 Err(error) => {
@@ -502,8 +503,9 @@ impl IntegrationState {
                 &event.connector_type,
                 &event.event_type,
             );
-            let envelope = (credentials.is_some() || routed).then(|| Envelope::from_event(&event));
-            let handled = match (&credentials, &envelope) {
+            let handles = credentials.is_some() && connector.handles(&event.event_type);
+            let envelope = (handles || routed).then(|| Envelope::from_event(&event));
+            let handled = match (credentials.as_ref().filter(|_| handles), &envelope) {
                 // Not under the limiter as a whole: the handler runs each provider
                 // request it makes through the gate, and one that makes none is free.
                 (Some(credentials), Some(envelope)) => connector

@@ -233,12 +233,7 @@ impl ActorTree {
             registry: registry.clone(),
             metrics: Arc::clone(&metrics),
             consumers: Arc::new(Consumers {
-                handlers: services
-                    .connectors
-                    .iter()
-                    .filter(|c| c.handles_events())
-                    .map(|c| c.name().to_string())
-                    .collect(),
+                handlers: Arc::new(services.connectors.clone()),
                 routes: Arc::clone(&routes),
             }),
             store_ready: store_ready.clone(),

@@ -258,9 +258,10 @@ pub trait Connector: Send + Sync + 'static {
         Err(ConnectorError::NotSupported)
     }
 
-    /// Whether [`Connector::handle_event`] does anything: when it does not, events go
-    /// to the routes without a handler call (and without decrypting credentials).
-    fn handles_events(&self) -> bool {
+    /// Whether [`Connector::handle_event`] does anything with events of this type:
+    /// those it does not handle go to the routes without a handler call (and without
+    /// decrypting credentials), and are stored `done` at once when no route takes them.
+    fn handles(&self, _event_type: &str) -> bool {
         false
     }
 
@@ -436,6 +437,13 @@ impl ConnectorSet {
             crate::pipeline::actions::ActionKinds::default().with(http_forward),
             |kinds, kind| kinds.with(kind),
         )
+    }
+}
+
+impl crate::pipeline::Handlers for ConnectorSet {
+    fn handles(&self, connector: &str, event_type: &str) -> bool {
+        self.get(connector)
+            .is_some_and(|connector| connector.handles(event_type))
     }
 }
 

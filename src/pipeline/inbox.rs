@@ -484,7 +484,7 @@ mod tests {
             registry: registry.clone(),
             metrics: Arc::default(),
             consumers: Arc::new(Consumers {
-                handlers: Default::default(),
+                handlers: Arc::new(crate::connectors::ConnectorSet::default()),
                 routes: Arc::new(Routes::operator_only(
                     Vec::new(),
                     &BreakerConfig::default(),

@@ -97,17 +97,24 @@ impl Envelope {
 /// event neither takes (a generic webhook no route matches) has nothing to wait for:
 /// the inbox stores it `done` at once instead of queueing it for its integration.
 pub struct Consumers {
-    /// Connectors whose [`Connector::handles_events`](crate::connectors::Connector::handles_events).
-    pub handlers: std::collections::HashSet<String>,
+    pub handlers: Arc<dyn Handlers>,
     pub routes: Arc<routes::Routes>,
 }
 
+/// Which events a connector's own handler takes (see
+/// [`Connector::handles`](crate::connectors::Connector::handles)).
+pub trait Handlers: Send + Sync + 'static {
+    fn handles(&self, connector: &str, event_type: &str) -> bool;
+}
+
 impl Consumers {
-    /// Whether anything processes this event. One that no integration owns stays in the
-    /// queue for ingress to bury with its reason.
+    /// Whether anything processes this event. One that no integration owns is stored
+    /// dead with its reason, not done.
     pub fn wanted(&self, event: &crate::store::events::NewEvent) -> bool {
         event.integration_id.is_none()
-            || self.handlers.contains(&event.connector_type)
+            || self
+                .handlers
+                .handles(&event.connector_type, &event.event_type)
             || self.routes.wants(
                 event.organization_id.as_deref(),
                 &event.connector_type,

@@ -158,7 +158,7 @@ impl Connector for TestConnector {
         self.quota
     }
 
-    fn handles_events(&self) -> bool {
+    fn handles(&self, _event_type: &str) -> bool {
         self.quota.is_some()
     }
 

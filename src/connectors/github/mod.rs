@@ -376,8 +376,13 @@ impl Connector for GithubConnector {
         }
     }
 
-    fn handles_events(&self) -> bool {
-        true
+    /// Only the installation's own events change anything here; the rest (pushes,
+    /// pull requests) go to the routes alone.
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(
+            events::event_name(event_type),
+            "installation" | "installation_repositories"
+        )
     }
 
     async fn handle_event(

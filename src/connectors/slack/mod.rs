@@ -516,8 +516,11 @@ impl Connector for SlackConnector {
         }
     }
 
-    fn handles_events(&self) -> bool {
-        true
+    /// What the bot answers (mentions, messages) and what revokes the integration.
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("app_mention")
+            || event_type.starts_with("message")
+            || matches!(event_type, "app_uninstalled" | "tokens_revoked")
     }
 
     async fn handle_event(
