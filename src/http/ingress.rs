@@ -35,6 +35,7 @@ use crate::connectors::ingress::{
 };
 use crate::lock;
 use crate::pipeline::inbox;
+use crate::pipeline::metrics::{WebhookCounters, WebhookOutcome};
 use crate::store::events::{NewEvent, Stored};
 use crate::store::integrations::{self, Integration};
 use crate::store::{Store, StoreError};
@@ -54,6 +55,7 @@ struct Served {
     connector: String,
     endpoint: Endpoint,
     ingress: Arc<dyn contract::Ingress>,
+    counters: WebhookCounters,
 }
 
 pub struct Ingress {
@@ -134,6 +136,7 @@ impl Ingress {
                     connector: connector.name().to_string(),
                     endpoint,
                     ingress: Arc::clone(&ingress),
+                    counters: tree.pipeline_metrics().webhook_counters(connector.name()),
                 }));
             }
         }
@@ -257,25 +260,25 @@ impl Ingress {
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
         let started = Instant::now();
-        let connector = served.connector.as_str();
-        let metrics = self.tree.pipeline_metrics();
         match self.verify_and_store(served, params, headers, body).await {
             Ok((response, outcome)) => {
-                metrics.webhook(connector, outcome);
-                if outcome != "answered" {
-                    metrics
+                served.counters.count(outcome);
+                if outcome != WebhookOutcome::Answered {
+                    self.tree
+                        .pipeline_metrics()
                         .ingest_seconds
                         .observe(started.elapsed().as_secs_f64());
                 }
                 response
             }
             Err(error) => {
-                let outcome = if error.status() == StatusCode::SERVICE_UNAVAILABLE {
-                    "unavailable"
-                } else {
-                    "refused"
-                };
-                metrics.webhook(connector, outcome);
+                served
+                    .counters
+                    .count(if error.status() == StatusCode::SERVICE_UNAVAILABLE {
+                        WebhookOutcome::Unavailable
+                    } else {
+                        WebhookOutcome::Refused
+                    });
                 error.into_response()
             }
         }
@@ -288,7 +291,7 @@ impl Ingress {
         params: RawPathParams,
         headers: HeaderMap,
         body: Result<Bytes, BytesRejection>,
-    ) -> Result<(Response, &'static str), ApiError> {
+    ) -> Result<(Response, WebhookOutcome), ApiError> {
         let connector = served.connector.as_str();
         let body = body_or_error(body)?;
         let named = match params.iter().find(|(name, _)| *name == "integration_id") {
@@ -309,7 +312,7 @@ impl Ingress {
         let (account, events, reply) = match served.ingress.receive(request).await {
             Err(refused) => return Err(refused_error(refused)),
             Ok(Received::Answer(answer)) => {
-                return Ok((Json(answer).into_response(), "answered"));
+                return Ok((Json(answer).into_response(), WebhookOutcome::Answered));
             }
             Ok(Received::Events {
                 account,
@@ -345,9 +348,9 @@ impl Ingress {
             stored.push(self.store_event(new).await?);
         }
         let outcome = match (&dead_reason, stored.iter().all(|s| s.duplicate)) {
-            (_, true) if !stored.is_empty() => "duplicate",
-            (Some(_), _) => "unbound",
-            _ => "stored",
+            (_, true) if !stored.is_empty() => WebhookOutcome::Duplicate,
+            (Some(_), _) => WebhookOutcome::Unbound,
+            _ => WebhookOutcome::Stored,
         };
         if let Some(reply) = reply
             && let Some(answer) = reply(owner.as_ref().map(|i| i.organization_id.clone())).await

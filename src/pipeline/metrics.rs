@@ -19,15 +19,63 @@ pub struct PipelineMetrics {
     pub webhooks: Family<Vec<(&'static str, String)>, Counter>,
 }
 
+/// What became of a webhook request, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    Stored,
+    Duplicate,
+    /// Stored dead: no integration is bound to the account it names.
+    Unbound,
+    /// Answered at once, nothing to store (a handshake).
+    Answered,
+    Refused,
+    Unavailable,
+}
+
+impl WebhookOutcome {
+    const ALL: [WebhookOutcome; 6] = [
+        WebhookOutcome::Stored,
+        WebhookOutcome::Duplicate,
+        WebhookOutcome::Unbound,
+        WebhookOutcome::Answered,
+        WebhookOutcome::Refused,
+        WebhookOutcome::Unavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            WebhookOutcome::Stored => "stored",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::Unbound => "unbound",
+            WebhookOutcome::Answered => "answered",
+            WebhookOutcome::Refused => "refused",
+            WebhookOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One connector's webhook counters, looked up once: counting a request is then one
+/// atomic increment.
+#[derive(Clone)]
+pub struct WebhookCounters([Counter; 6]);
+
+impl WebhookCounters {
+    pub fn count(&self, outcome: WebhookOutcome) {
+        self.0[outcome as usize].inc();
+    }
+}
+
 impl PipelineMetrics {
-    /// Counts one webhook request of `connector`.
-    pub fn webhook(&self, connector: &str, outcome: &'static str) {
-        self.webhooks
-            .get_or_create(&vec![
-                ("connector", connector.to_string()),
-                ("outcome", outcome.to_string()),
-            ])
-            .inc();
+    /// The webhook counters of `connector`.
+    pub fn webhook_counters(&self, connector: &str) -> WebhookCounters {
+        WebhookCounters(WebhookOutcome::ALL.map(|outcome| {
+            self.webhooks
+                .get_or_create(&vec![
+                    ("connector", connector.to_string()),
+                    ("outcome", outcome.label().to_string()),
+                ])
+                .clone()
+        }))
     }
 }
 

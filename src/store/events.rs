@@ -388,6 +388,18 @@ pub async fn bury_pending(
     Ok(buried)
 }
 
+/// How many events there are of each status.
+pub async fn count_by_status(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
+    let counts = with_conn!(store, |conn| {
+        events::table
+            .group_by(events::status)
+            .select((events::status, diesel::dsl::count_star()))
+            .load::<(String, i64)>(conn)
+            .await
+    })?;
+    Ok(counts)
+}
+
 /// Events by status (and integration), oldest first, for the admin endpoint.
 pub async fn list(
     store: &Store,
