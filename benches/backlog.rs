@@ -22,8 +22,8 @@ use switchboard::{Daemon, Shutdown};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// What the integration actor reads at a time.
-const BATCH: i64 = 128;
+/// What the integration actor reads at a time (its `BATCH`).
+const BATCH: i64 = 512;
 
 fn main() {
     let count: usize = std::env::args()

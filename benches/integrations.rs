@@ -17,6 +17,38 @@ use switchboard::connectors::{
 use switchboard::store::{self, Store};
 use switchboard::{Daemon, Shutdown};
 
+/// The daemon binary's allocator, so that the figures are the daemon's; counting the
+/// bytes live on the heap, so that they can be told apart from the allocator's own.
+#[global_allocator]
+static ALLOCATOR: Counting = Counting(mimalloc::MiMalloc);
+
+struct Counting(mimalloc::MiMalloc);
+
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { self.0.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        unsafe { self.0.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Bytes live on the heap now, in MiB.
+fn live_mib() -> f64 {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+}
+
 /// A provider that accepts everything at once: the cost measured is the daemon's.
 struct Idle;
 
@@ -91,6 +123,74 @@ fn main() {
     runtime.block_on(run(count));
 }
 
+/// A ractor actor that does nothing: what every actor costs before any state.
+struct Bare;
+
+impl ractor::Actor for Bare {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<()>,
+        _: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// Where an integration's bytes go: the live heap of N of each part alone.
+async fn parts() {
+    const N: usize = 10_000;
+    let per = |before: f64| (live_mib() - before) * 1024.0 / N as f64;
+    let before = live_mib();
+    let mut actors = Vec::with_capacity(N);
+    for _ in 0..N {
+        actors.push(ractor::Actor::spawn(None, Bare, ()).await.expect("spawned"));
+    }
+    let bare = per(before);
+    for (actor, handle) in actors {
+        actor.stop(None);
+        let _ = handle.await;
+    }
+    let before = live_mib();
+    let supervisor = switchboard_actors::SupervisorSpec::new("parts")
+        .registry(switchboard_actors::Registry::unique());
+    let (supervisor, handle) = switchboard_actors::SupervisorRef::spawn(supervisor)
+        .await
+        .expect("supervisor");
+    for n in 0..N {
+        let child =
+            switchboard_actors::ChildSpec::actor(format!("bare:{n}"), "bare", || (Bare, ()));
+        supervisor.add_child(child).await.expect("child");
+    }
+    let supervised = per(before);
+    supervisor.stop(Duration::from_secs(10)).await;
+    let _ = handle.await;
+    let before = live_mib();
+    let timers: Vec<_> = (0..N)
+        .map(|_| tokio::spawn(tokio::time::sleep(Duration::from_secs(600))))
+        .collect();
+    let timer = per(before);
+    timers.iter().for_each(|t| t.abort());
+    drop(timers);
+    let before = live_mib();
+    let gates: Vec<_> = (0..N)
+        .map(|_| {
+            switchboard::connectors::ProviderGate::new(
+                switchboard_actors::BreakerConfig::default(),
+                None,
+            )
+        })
+        .collect();
+    let gate = per(before);
+    drop(gates);
+    println!(
+        "parts: a bare ractor actor {bare:.1} KiB; one supervised and named {supervised:.1} KiB; \
+         a sleeping timer task {timer:.2} KiB; a provider gate (breaker and limiter) {gate:.2} KiB"
+    );
+}
+
 async fn run(count: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let text = format!(
@@ -115,7 +215,9 @@ async fn run(count: usize) {
     );
     drop(store);
 
+    parts().await;
     let rss_before = resident_mib();
+    let live_before = live_mib();
     let started = Instant::now();
     let shutdown = Shutdown::new();
     let daemon = Daemon::start_with(
@@ -141,6 +243,22 @@ async fn run(count: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ready = started.elapsed();
+    // Every actor runs once the connector's summary counts them all.
+    loop {
+        let summary: serde_json::Value = http
+            .get(format!("http://{admin}/admin/connectors/bench?depth=0"))
+            .send()
+            .await
+            .expect("connector")
+            .json()
+            .await
+            .expect("json");
+        if summary["details"]["children_by_status"]["running"].as_u64() == Some(count as u64) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let live_running = live_mib() - live_before;
     let summary: serde_json::Value = http
         .get(format!("http://{admin}/admin/connectors/bench?depth=0"))
         .send()
@@ -162,6 +280,10 @@ async fn run(count: usize) {
         resident_mib(),
         resident_mib() - rss_before,
         (resident_mib() - rss_before) * 1024.0 / count as f64
+    );
+    println!(
+        "live heap: {live_running:.0} MiB once every actor runs ({:.1} KiB per integration)",
+        live_running * 1024.0 / count as f64
     );
 
     for (label, path) in [
@@ -205,6 +327,13 @@ async fn run(count: usize) {
             bytes / 1024
         );
     }
+    let live = live_mib() - live_before;
+    println!(
+        "live heap after every report was observed: {live:.0} MiB ({:.1} KiB per integration; \
+         {:.1} KiB of it the supervisor's last known reports)",
+        live * 1024.0 / count as f64,
+        (live - live_running) * 1024.0 / count as f64
+    );
     shutdown.trigger();
     let stopped = Instant::now();
     task.await.expect("joined").expect("clean stop");

@@ -450,7 +450,7 @@ impl IntegrationState {
     /// failure is retried after a backoff and later events wait for it (order is kept);
     /// out of attempts, the event is `dead` and the next one goes.
     async fn process_next_event(&mut self, myself: &ActorRef<IntegrationMsg>) {
-        const BATCH: i64 = 128;
+        const BATCH: i64 = 512;
         const DONE_TIMEOUT: Duration = Duration::from_secs(10);
         let Some(pipeline) = self.services.pipeline.clone() else {
             return;
@@ -959,7 +959,9 @@ impl Actor for IntegrationActor {
         if let Some(pipeline) = state.services.pipeline.clone() {
             myself.send_message(IntegrationMsg::ProcessEvents)?;
             if state.services.connector.polls(&state.integration) {
-                state.start_polling(&myself, &pipeline).await;
+                // Boxed like the handlers: a store query's future is large, and every
+                // actor's task would otherwise keep room for it (see `handle`).
+                Box::pin(state.start_polling(&myself, &pipeline)).await;
             }
         }
         Ok(())
