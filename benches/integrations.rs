@@ -123,6 +123,41 @@ fn main() {
     runtime.block_on(run(count));
 }
 
+/// Credentials from nowhere: the integration actors of `parts` ask for none.
+struct Nowhere;
+
+#[async_trait::async_trait]
+impl switchboard::integration::CredentialStore for Nowhere {
+    async fn load(&self, _: &store::integrations::Integration) -> Result<Credentials, String> {
+        Err("none here".into())
+    }
+    async fn save(
+        &self,
+        _: &store::integrations::Integration,
+        _: Vec<switchboard::connectors::CredentialValue>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    async fn set_status(
+        &self,
+        _: &store::integrations::Integration,
+        _: &str,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    async fn set_metadata(
+        &self,
+        _: &store::integrations::Integration,
+        _: &serde_json::Value,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    async fn revoke(&self, _: &store::integrations::Integration, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    async fn audit(&self, _: &store::integrations::Integration, _: &str, _: serde_json::Value) {}
+}
+
 /// A ractor actor that does nothing: what every actor costs before any state.
 struct Bare;
 
@@ -167,6 +202,50 @@ async fn parts() {
     let supervised = per(before);
     supervisor.stop(Duration::from_secs(10)).await;
     let _ = handle.await;
+
+    // Integration actors alone: no store, no pipeline, credentials from nowhere.
+    let services = Arc::new(switchboard::integration::IntegrationServices {
+        connector: Arc::new(Idle),
+        credentials: Arc::new(Nowhere),
+        breaker: switchboard_actors::BreakerConfig::default(),
+        refresh_margin: Duration::from_secs(900),
+        refresh_attempts: 3,
+        backoff: switchboard_actors::Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        validation_spread: Duration::from_secs(3600),
+        pipeline: None,
+        poll_interval: Duration::from_secs(60),
+    });
+    let before = live_mib();
+    let supervisor = switchboard_actors::SupervisorSpec::new("parts")
+        .registry(switchboard_actors::Registry::unique());
+    let (supervisor, handle) = switchboard_actors::SupervisorRef::spawn(supervisor)
+        .await
+        .expect("supervisor");
+    for _ in 0..N {
+        let now = store::now();
+        let integration = store::integrations::Integration {
+            id: store::new_id(),
+            organization_id: store::new_id(),
+            user_id: None,
+            connector_type: "bench".into(),
+            status: "active".into(),
+            external_id: None,
+            metadata: "{}".into(),
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+        };
+        let child =
+            switchboard::integration::child_spec(switchboard::integration::IntegrationArgs {
+                integration,
+                expires_at: None,
+                services: Arc::clone(&services),
+            });
+        supervisor.add_child(child).await.expect("child");
+    }
+    let integrations = per(before);
+    supervisor.stop(Duration::from_secs(10)).await;
+    let _ = handle.await;
     let before = live_mib();
     let timers: Vec<_> = (0..N)
         .map(|_| tokio::spawn(tokio::time::sleep(Duration::from_secs(600))))
@@ -187,6 +266,7 @@ async fn parts() {
     drop(gates);
     println!(
         "parts: a bare ractor actor {bare:.1} KiB; one supervised and named {supervised:.1} KiB; \
+         an integration actor so supervised, without store or pipeline, {integrations:.1} KiB; \
          a sleeping timer task {timer:.2} KiB; a provider gate (breaker and limiter) {gate:.2} KiB"
     );
 }
@@ -258,6 +338,22 @@ async fn run(count: usize) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Each actor's first look at its queue (one query each) is in flight for a few
+    // seconds after they all run: measured once the heap settles.
+    let settle = Instant::now();
+    let mut last = live_mib();
+    while settle.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = live_mib();
+        if (now - last).abs() < last * 0.002 {
+            break;
+        }
+        last = now;
+    }
+    println!(
+        "the heap settled {:.1?} after every actor ran",
+        settle.elapsed()
+    );
     let live_running = live_mib() - live_before;
     let summary: serde_json::Value = http
         .get(format!("http://{admin}/admin/connectors/bench?depth=0"))
@@ -330,9 +426,10 @@ async fn run(count: usize) {
     let live = live_mib() - live_before;
     println!(
         "live heap after every report was observed: {live:.0} MiB ({:.1} KiB per integration; \
-         {:.1} KiB of it the supervisor's last known reports)",
+         {:.1} KiB of it the supervisor's last known reports); resident {:.0} MiB for the daemon",
         live * 1024.0 / count as f64,
-        (live - live_running) * 1024.0 / count as f64
+        (live - live_running) * 1024.0 / count as f64,
+        resident_mib() - rss_before
     );
     shutdown.trigger();
     let stopped = Instant::now();

@@ -166,7 +166,7 @@ pub enum BreakerError<E> {
 }
 
 /// The last change of state, for health reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
     pub from: BreakerState,
     pub to: BreakerState,
@@ -174,7 +174,7 @@ pub struct Transition {
 }
 
 /// What a health report shows of a breaker.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakerSnapshot {
     pub state: BreakerState,
     /// Calls in the window (closed) or trial calls reported (half-open).

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ractor::{ActorRef, Message, RpcReplyPort};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::circuit_breaker::BreakerSnapshot;
 
 /// Where an actor is in its life, as its supervisor and the actor itself see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Starting,
@@ -78,15 +78,24 @@ impl Serialize for Timestamp {
     }
 }
 
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        humantime::parse_rfc3339_weak(&text)
+            .map(Timestamp)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Why an actor stopped abnormally, and when.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     pub reason: String,
     pub at: Timestamp,
 }
 
 /// One node of the health tree.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
     /// The stable name under which the supervisor knows the actor.
     pub name: String,
@@ -110,7 +119,7 @@ pub struct HealthReport {
     pub breaker: Option<BreakerSnapshot>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox_len: Option<usize>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, serde_json::Value>,
     /// The actor did not answer in time: this is the last report it gave.
     pub stale: bool,
@@ -231,17 +240,24 @@ macro_rules! observable {
 
 /// The last report an actor gave, kept by whoever observes it. Empty until the first
 /// observation, so that a hundred thousand idle children cost a pointer each.
+/// The last report an actor gave, kept as its JSON text: a supervisor keeps one per
+/// child (a hundred thousand integrations), and the text is a fifth of the tree's size
+/// in memory. Read back only when the actor does not answer in time.
 #[derive(Debug, Clone, Default)]
-pub struct ReportCache(Arc<Mutex<Option<Box<HealthReport>>>>);
+pub struct ReportCache(Arc<Mutex<Option<Box<str>>>>);
 
 impl ReportCache {
     pub fn store(&self, report: &HealthReport) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(report.clone()));
+        let text = serde_json::to_string(report)
+            .ok()
+            .map(String::into_boxed_str);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = text;
     }
 
     /// The last report, marked stale.
     pub fn stale(&self) -> Option<HealthReport> {
-        let mut report = *self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let text = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let mut report: HealthReport = serde_json::from_str(&text).ok()?;
         report.stale = true;
         Some(report)
     }
@@ -271,6 +287,42 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_report_comes_back_whole_and_marked_stale() {
+        let at = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_849_600_123));
+        let mut report = HealthReport::new("integration:1", "integration", Status::Running)
+            .with_detail("organization_id", "org-1")
+            .with_detail(
+                "limiter",
+                serde_json::json!({"keys": 0, "blocked_for_ms": null}),
+            );
+        report.actor_id = Some("0.7".into());
+        report.restarts = 2;
+        report.last_error = Some("validation failed".into());
+        report.last_failure = Some(Failure {
+            reason: "panicked".into(),
+            at,
+        });
+        report.last_restart_at = Some(at);
+        report.breaker = Some(crate::circuit_breaker::BreakerSnapshot {
+            state: crate::circuit_breaker::BreakerState::Open,
+            calls: 4,
+            failures: 3,
+            failure_rate: Some(75.0),
+            last_transition: Some(crate::circuit_breaker::Transition {
+                from: crate::circuit_breaker::BreakerState::Closed,
+                to: crate::circuit_breaker::BreakerState::Open,
+                at,
+            }),
+        });
+        let cache = ReportCache::default();
+        assert_eq!(cache.stale(), None);
+        cache.store(&report);
+        let mut expected = report.clone();
+        expected.stale = true;
+        assert_eq!(cache.stale(), Some(expected));
+    }
 
     fn tree() -> HealthReport {
         let mut root = HealthReport::new("root", "supervisor", Status::Running);
