@@ -81,7 +81,7 @@ pub struct ActorTree {
     tenant_routes: Arc<TenantRoutes>,
 }
 
-/// The daemon as connectors see it (the Slack bot's `status` and `restart`). It holds
+/// The daemon as connectors see it (a chat bot's `status` and `restart`). It holds
 /// the tree weakly: connectors live inside the tree.
 #[derive(Default)]
 pub struct TreeServices {
@@ -293,7 +293,7 @@ impl ActorTree {
                 &services.store,
                 store_ready.clone(),
             );
-            // The connector's own actors (Slack's Socket Mode client) start first.
+            // The connector's own actors (a socket client) start first.
             for child in connector.actors(&context) {
                 spec = spec.child(child);
             }

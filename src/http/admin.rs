@@ -631,7 +631,7 @@ mod tests {
         root.children
             .push(HealthReport::new("inbox", "inbox", Status::Running));
         root.children.push(HealthReport::new(
-            "connector:github",
+            "connector:acme",
             "connector",
             connector_status,
         ));
@@ -677,10 +677,7 @@ mod tests {
         ] {
             let (ready, body) = readiness(&tree(status), true);
             assert!(!ready);
-            assert_eq!(
-                body["checks"]["supervisors"],
-                "not running: connector:github"
-            );
+            assert_eq!(body["checks"]["supervisors"], "not running: connector:acme");
         }
     }
 

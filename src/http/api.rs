@@ -398,7 +398,7 @@ async fn browser_callback(
     }
     let Some(oauth_state) = query.state else {
         if query.setup_action.as_deref() == Some("update") {
-            // A tenant changed an installation from GitHub's settings: nothing is
+            // A tenant changed an installation from the provider's settings: nothing is
             // bound here; the installation's own events bring the change.
             return oauth_pages::updated(&connector_type);
         }

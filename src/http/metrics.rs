@@ -104,17 +104,17 @@ mod tests {
     #[test]
     fn renders_status_restarts_and_build_info() {
         let mut root = HealthReport::new("root", "supervisor", Status::Running);
-        let mut slack = HealthReport::new("connector:slack", "connector", Status::Backoff);
-        slack.restarts = 3;
-        slack.manual_restarts = 1;
-        root.children.push(slack);
+        let mut acme = HealthReport::new("connector:acme", "connector", Status::Backoff);
+        acme.restarts = 3;
+        acme.manual_restarts = 1;
+        root.children.push(acme);
         let text = render(&root, Some(&PipelineMetrics::default()));
         assert!(text.contains("switchboard_build_info{version=\""), "{text}");
         assert!(text.contains(
-            "switchboard_actor_restarts_total{actor=\"connector:slack\",kind=\"connector\",parent=\"root\",cause=\"failure\"} 3"
+            "switchboard_actor_restarts_total{actor=\"connector:acme\",kind=\"connector\",parent=\"root\",cause=\"failure\"} 3"
         ), "{text}");
         assert!(text.contains(
-            "switchboard_actor_status{actor=\"connector:slack\",kind=\"connector\",parent=\"root\",status=\"backoff\"} 1"
+            "switchboard_actor_status{actor=\"connector:acme\",kind=\"connector\",parent=\"root\",status=\"backoff\"} 1"
         ), "{text}");
         assert!(
             text.contains("switchboard_events_received_total 0"),

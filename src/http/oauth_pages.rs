@@ -37,7 +37,7 @@ pub fn success(connector: &str, account: Option<&str>) -> Response {
     page(StatusCode::OK, "Connected", &message)
 }
 
-/// The provider changed an existing connection (a GitHub installation's repositories).
+/// The provider changed an existing connection (an app installation's repositories).
 pub fn updated(connector: &str) -> Response {
     page(
         StatusCode::OK,

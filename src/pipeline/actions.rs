@@ -1,5 +1,5 @@
 //! Route actions: what a route does with an event. Each is named by its full name
-//! (`http.forward`, `slack.post`, ...) and owned by whoever provides it: `http.forward`
+//! (`http.forward`, `<connector>.post`, ...) and owned by whoever provides it: `http.forward`
 //! is the pipeline's own, the rest come from connectors. The owner checks a route's
 //! settings (a bad one is a problem naming the setting) and prepares the action once;
 //! routes then run the prepared action for each event they take.
@@ -39,7 +39,7 @@ pub trait ActionKind: Send + Sync + 'static {
 /// A prepared action, run for every event its route takes.
 #[async_trait::async_trait]
 pub trait Action: Send + Sync + 'static {
-    /// Where it sends events, for logs and errors (`https://…`, `slack:C0DEPLOYS`).
+    /// Where it sends events, for logs and errors (`https://…`, `<connector>:<channel>`).
     fn target(&self) -> String;
 
     /// Runs for one event of `organization_id`. An `Err` fails the event's attempt.

@@ -37,7 +37,7 @@ pub struct RouteConfig {
     /// A glob over event types; `*` matches everything.
     #[serde(default = "everything")]
     pub event_type: String,
-    /// The action's full name: `http.forward`, `slack.post`, ...
+    /// The action's full name: `http.forward`, or one a connector offers (`<connector>.post`)
     pub action: String,
     /// The action's settings: a `settings` table, or keys beside the route's own
     /// (`url = ...`, `channel = ...`).
