@@ -226,6 +226,13 @@ async fn webhooks_are_stored_once_processed_in_order_and_forwarded_signed(#[case
         metrics.contains("switchboard_events_processed_total 41"),
         "forwarded and settled events both count as processed: {metrics}"
     );
+    // Webhook requests, by connector and outcome.
+    for counted in [
+        "switchboard_webhooks_total{connector=\"webhook\",outcome=\"stored\"} 41",
+        "switchboard_webhooks_total{connector=\"webhook\",outcome=\"duplicate\"} 1",
+    ] {
+        assert!(metrics.contains(counted), "{counted} in {metrics}");
+    }
     setup.daemon.stop().await;
 }
 
