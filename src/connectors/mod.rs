@@ -353,6 +353,8 @@ impl ConnectorSet {
     /// The connectors the `[connectors.<name>]` sections configure, or every problem
     /// with them (an unknown name, a missing or bad setting).
     pub fn from_sections(sections: &BTreeMap<String, toml::Table>) -> Result<Self, Vec<Problem>> {
+        // Connectors build their HTTP clients here.
+        crate::install_crypto_provider();
         let mut set = Self::default();
         let mut problems = Vec::new();
         for (name, table) in sections {
@@ -459,6 +461,7 @@ pub fn check(
     sections: &BTreeMap<String, toml::Table>,
     routes: &[crate::pipeline::routes::RouteConfig],
 ) -> Vec<Problem> {
+    crate::install_crypto_provider();
     let connectors = match ConnectorSet::from_sections(sections) {
         Ok(connectors) => connectors,
         Err(problems) => return problems,
@@ -471,4 +474,83 @@ pub fn check(
         .enumerate()
         .flat_map(|(index, route)| route.problems(index, &kinds))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        let sections: BTreeMap<String, toml::Table> = toml::from_str(text).unwrap();
+        match ConnectorSet::from_sections(&sections) {
+            Ok(set) => panic!("expected problems, got {set:?}"),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn each_section_is_read_by_its_connector_and_problems_name_the_key() {
+        let found = problems("[slack]\nclient_id = \"a\"\nshoe_size = 3");
+        assert!(
+            found[0].starts_with("connectors.slack.shoe_size: unknown field"),
+            "{found:?}"
+        );
+        let found = problems("[bogus]\n");
+        assert!(
+            found[0].starts_with("connectors.bogus: unknown connector"),
+            "{found:?}"
+        );
+        let found = problems("[webhook]\nwebhook_listen = \"nowhere\"");
+        assert!(
+            found[0].starts_with("connectors.webhook.webhook_listen"),
+            "{found:?}"
+        );
+        let found = problems("[webhook]\ntimestamp_tolerance = \"0s\"");
+        assert_eq!(
+            found,
+            ["connectors.webhook.timestamp_tolerance: must be longer than zero"]
+        );
+    }
+
+    #[test]
+    fn a_planned_provider_is_accepted_and_shown_unavailable() {
+        let sections: BTreeMap<String, toml::Table> =
+            toml::from_str("[datadog]\n[webhook]\nwebhook_listen = \"127.0.0.1:0\"").unwrap();
+        let set = ConnectorSet::from_sections(&sections).expect("valid");
+        assert_eq!(set.names().collect::<Vec<_>>(), ["webhook"]);
+        assert_eq!(
+            set.unavailable().collect::<Vec<_>>(),
+            [("datadog", NOT_IMPLEMENTED)]
+        );
+        assert!(set.settings("webhook").webhook_listen.is_some());
+    }
+
+    #[test]
+    fn operator_routes_are_checked_by_their_actions_owners() {
+        let routes: Vec<crate::pipeline::routes::RouteConfig> = toml::from_str::<toml::Table>(
+            "[[routes]]\norganization_id = \"o\"\nconnector = \"webhook\"\naction = \"slack.post\"\nchannel = \"C1\"\n\
+             [[routes]]\norganization_id = \"o\"\nconnector = \"webhook\"\naction = \"http.forward\"\n\
+             [routes.settings]\nsecret = \"whsec_c2VjcmV0\"\n",
+        )
+        .unwrap()["routes"]
+            .clone()
+            .try_into()
+            .unwrap();
+        let sections: BTreeMap<String, toml::Table> = toml::from_str("[webhook]").unwrap();
+        let found: Vec<String> = check(&sections, &routes)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("routes[0].action: unknown action 'slack.post'"),
+            "{found:?}"
+        );
+        assert_eq!(found[1], "routes[1].url: must be an http(s) URL");
+        let with_slack: BTreeMap<String, toml::Table> = toml::from_str(
+            "[webhook]\n[slack]\nclient_id = \"c\"\nclient_secret = \"s\"\nsigning_secret = \"g\"",
+        )
+        .unwrap();
+        assert_eq!(check(&with_slack, &routes[..1]), Vec::new());
+    }
 }
