@@ -8,16 +8,19 @@
 //! Run: `cargo bench --bench backlog [-- COUNT]` (PostgreSQL too when
 //! TEST_DATABASE_URL is set).
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use serde_json::json;
 use switchboard::config::Config;
 use switchboard::connectors::ConnectorSet;
 use switchboard::store::events::{self, DeliveryScope, NewEvent};
 use switchboard::store::{Store, integrations, organizations};
 use switchboard::{Daemon, Shutdown};
+
+use common::PostgresDatabase;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,44 +44,15 @@ fn main() {
         run("sqlite", &sqlite("backlog"), &sqlite("floor"), count).await;
         match std::env::var("TEST_DATABASE_URL") {
             Ok(server) => {
-                let backlog = create_database(&server, "backlog").await;
-                let floor = create_database(&server, "backlog_floor").await;
-                run("postgres", &backlog, &floor, count).await;
-                for name in ["backlog", "backlog_floor"] {
-                    drop_database(&server, name).await;
-                }
+                let backlog = PostgresDatabase::create(&server, "backlog").await;
+                let floor = PostgresDatabase::create(&server, "backlog_floor").await;
+                run("postgres", &backlog.url, &floor.url, count).await;
+                backlog.drop().await;
+                floor.drop().await;
             }
             Err(_) => println!("postgres: skipped (TEST_DATABASE_URL not set)"),
         }
     });
-}
-
-async fn admin(server: &str, sql: &str) {
-    let mut conn = diesel_async::AsyncPgConnection::establish(server)
-        .await
-        .expect("postgres");
-    conn.batch_execute(sql).await.expect("admin statement");
-}
-
-fn database_name(run: &str) -> String {
-    format!("sb_{run}_{}", std::process::id())
-}
-
-async fn create_database(server: &str, run: &str) -> String {
-    admin(server, &format!("CREATE DATABASE {}", database_name(run))).await;
-    format!(
-        "{}/{}",
-        server.rsplit_once('/').map_or(server, |(b, _)| b),
-        database_name(run)
-    )
-}
-
-async fn drop_database(server: &str, run: &str) {
-    admin(
-        server,
-        &format!("DROP DATABASE {} WITH (FORCE)", database_name(run)),
-    )
-    .await;
 }
 
 fn config(database_url: &str) -> Config {
@@ -163,16 +137,7 @@ async fn run(backend: &str, database_url: &str, floor_url: &str, count: usize) {
     let admin = daemon.admin_addr;
     let task = tokio::spawn(daemon.run_until_shutdown());
     let http = reqwest::Client::new();
-    while http
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_ready(&http, admin).await;
     backlog(&store, &organization_id, &integration_id, count).await;
     // The actor drains what arrived while it was down as it starts.
     let started = Instant::now();

@@ -26,12 +26,14 @@
 //! Run: `cargo bench --bench ingest [-- SECONDS] [ceiling] [floor] [sqlite] [postgres] [generic]`
 //! (needs `wrk` on the PATH); naming runs limits the bench to them, for profiling one.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 use serde_json::json;
 use switchboard::config::{Config, DatabaseConfig};
 use switchboard::connectors::ConnectorSet;
@@ -39,6 +41,8 @@ use switchboard::pipeline::standard_webhooks;
 use switchboard::secret::Secret;
 use switchboard::store::{Store, events, integrations, organizations, tokens};
 use switchboard::{Daemon, Shutdown};
+
+use common::PostgresDatabase;
 
 /// The daemon binary's allocator, so that the figures are the daemon's.
 #[global_allocator]
@@ -93,44 +97,6 @@ fn main() {
             database.drop().await;
         }
     });
-}
-
-/// A database of its own on the PostgreSQL `server`, for one run.
-struct PostgresDatabase {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl PostgresDatabase {
-    async fn create(server: &str, run: &str) -> Self {
-        let name = format!("sb_{run}_{}", std::process::id());
-        admin(server, &format!("CREATE DATABASE {name}")).await;
-        let url = format!(
-            "{}/{name}",
-            server.rsplit_once('/').map_or(server, |(b, _)| b)
-        );
-        Self {
-            server: server.to_string(),
-            name,
-            url,
-        }
-    }
-
-    async fn drop(self) {
-        admin(
-            &self.server,
-            &format!("DROP DATABASE {} WITH (FORCE)", self.name),
-        )
-        .await;
-    }
-}
-
-async fn admin(server: &str, sql: &str) {
-    let mut conn = diesel_async::AsyncPgConnection::establish(server)
-        .await
-        .expect("postgres");
-    conn.batch_execute(sql).await.expect("admin statement");
 }
 
 struct WrkResult {
@@ -414,16 +380,7 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
     let (api, admin) = (daemon.api_addr, daemon.admin_addr);
     let task = tokio::spawn(daemon.run_until_shutdown());
     let http = reqwest::Client::new();
-    while http
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_ready(&http, admin).await;
     let call = |path: &str, body: serde_json::Value| {
         http.post(format!("http://{api}{path}"))
             .bearer_auth(token.expose())

@@ -6,6 +6,7 @@
 //! For each backend (SQLite; PostgreSQL when TEST_DATABASE_URL is set).
 //! Run: `cargo bench --bench socket_mode [-- ENVELOPES_PER_SECOND SECONDS]` (1000, 10).
 
+mod common;
 #[path = "../tests/common/fake_slack.rs"]
 #[allow(dead_code)]
 mod fake_slack;
@@ -13,13 +14,14 @@ mod fake_slack;
 use std::path::Path;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use fake_slack::{FakeSlack, GOOD_CODE, TEAM};
 use serde_json::json;
 use switchboard::config::Config;
 use switchboard::connectors::ConnectorSet;
 use switchboard::store::{Store, events, organizations, tokens};
 use switchboard::{Daemon, Shutdown};
+
+use common::PostgresDatabase;
 
 fn main() {
     let numbers: Vec<u64> = std::env::args()
@@ -38,22 +40,13 @@ fn main() {
         let sqlite = format!("sqlite://{}/socket.db", dir.path().display());
         run("sqlite", &sqlite, rate, seconds).await;
         if let Ok(server) = std::env::var("TEST_DATABASE_URL") {
-            let name = format!("sb_socket_{}", std::process::id());
-            admin(&server, &format!("CREATE DATABASE {name}")).await;
-            let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-            run("postgres", &format!("{base}/{name}"), rate, seconds).await;
-            admin(&server, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+            let database = PostgresDatabase::create(&server, "socket").await;
+            run("postgres", &database.url, rate, seconds).await;
+            database.drop().await;
         } else {
             println!("postgres: skipped (TEST_DATABASE_URL not set)");
         }
     });
-}
-
-async fn admin(server: &str, sql: &str) {
-    let mut conn = diesel_async::AsyncPgConnection::establish(server)
-        .await
-        .expect("postgres");
-    conn.batch_execute(sql).await.expect(sql);
 }
 
 async fn run(backend: &str, database_url: &str, rate: u64, seconds: u64) {
@@ -84,16 +77,7 @@ async fn run(backend: &str, database_url: &str, rate: u64, seconds: u64) {
     let (api, admin_addr) = (daemon.api_addr, daemon.admin_addr);
     let task = tokio::spawn(daemon.run_until_shutdown());
     let http = reqwest::Client::new();
-    while http
-        .get(format!("http://{admin_addr}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_ready(&http, admin_addr).await;
     let started: serde_json::Value = http
         .post(format!("http://{api}/integrations/authorize"))
         .bearer_auth(token.expose())
