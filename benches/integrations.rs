@@ -324,7 +324,7 @@ async fn run(count: usize) {
     }
     let ready = started.elapsed();
     // Every actor runs once the connector's summary counts them all.
-    loop {
+    let summary = loop {
         let summary: serde_json::Value = http
             .get(format!("http://{admin}/admin/connectors/bench?depth=0"))
             .send()
@@ -334,10 +334,10 @@ async fn run(count: usize) {
             .await
             .expect("json");
         if summary["details"]["children_by_status"]["running"].as_u64() == Some(count as u64) {
-            break;
+            break summary;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     // Each actor's first look at its queue (one query each) is in flight for a few
     // seconds after they all run: measured once the heap settles.
     let settle = Instant::now();
@@ -355,14 +355,6 @@ async fn run(count: usize) {
         settle.elapsed()
     );
     let live_running = live_mib() - live_before;
-    let summary: serde_json::Value = http
-        .get(format!("http://{admin}/admin/connectors/bench?depth=0"))
-        .send()
-        .await
-        .expect("connector")
-        .json()
-        .await
-        .expect("json");
     println!("listening after {listening:.2?}; /readyz 200 after {ready:.2?}");
     if std::env::var_os("BENCH_DEBUG").is_some() {
         println!("{summary}");

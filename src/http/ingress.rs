@@ -83,10 +83,11 @@ struct Entry {
     changes: u64,
 }
 
-fn cached<K: std::hash::Hash + Eq>(
-    cache: &Mutex<HashMap<K, Entry>>,
-    key: &K,
-) -> Option<Resolution> {
+fn cached<K, Q>(cache: &Mutex<HashMap<K, Entry>>, key: &Q) -> Option<Resolution>
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
     let changes = integrations::changes();
     lock(cache)
         .get(key)
@@ -225,7 +226,7 @@ impl Ingress {
     }
 
     async fn by_id(&self, connector: &str, id: &str) -> Result<Resolution, StoreError> {
-        if let Some(found) = cached(&self.resolved.by_id, &id.to_string()) {
+        if let Some(found) = cached(&self.resolved.by_id, id) {
             return Ok(found.filter(|i| i.connector_type == connector));
         }
         // Read before the lookup: a change during it leaves the entry stale, not wrong.
