@@ -21,23 +21,10 @@ async fn daemon_with(connector: Arc<TestConnector>, extra: &str) -> TestDaemon {
 
 /// Authorizes and completes an acme integration for the token's organization.
 async fn connect(daemon: &TestDaemon, token: &str) -> Value {
-    let (status, started) = daemon
-        .call_api(
-            token,
-            "/integrations/authorize",
-            json!({"connector_type": "acme"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{started}");
-    let (status, done) = daemon
-        .call_api(
-            token,
-            "/integrations/callback",
-            json!({"connector_type": "acme", "state": started["state"], "code": GOOD_CODE}),
-        )
-        .await;
-    assert_eq!(status, 201, "{done}");
-    done["integration"].clone()
+    daemon
+        .connect(token, "acme", json!({"code": GOOD_CODE}))
+        .await["integration"]
+        .clone()
 }
 
 async fn integration_node(daemon: &TestDaemon, id: &str) -> Option<Value> {

@@ -32,23 +32,9 @@ fn feed_connectors(feed: &FakeFeed, every: Duration) -> ConnectorSet {
 
 /// Connects the feed for the token's organization: the integration's id.
 async fn connect(daemon: &TestDaemon, token: &str) -> String {
-    let (status, started) = daemon
-        .call_api(
-            token,
-            "/integrations/authorize",
-            json!({"connector_type": "feed"}),
-        )
+    let done = daemon
+        .connect(token, "feed", json!({"credentials": {"api_key": API_KEY}}))
         .await;
-    assert_eq!(status, 200, "{started}");
-    let (status, done) = daemon
-        .call_api(
-            token,
-            "/integrations/callback",
-            json!({"connector_type": "feed", "state": started["state"],
-                   "credentials": {"api_key": API_KEY}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{done}");
     done["integration"]["id"].as_str().unwrap().to_string()
 }
 

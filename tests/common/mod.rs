@@ -212,6 +212,34 @@ impl TestDaemon {
         (org.id, token.expose().clone())
     }
 
+    /// Authorizes `connector` for the token's organization and completes it with the
+    /// callback's `fields` (a code, credentials): the callback's answer.
+    pub async fn connect(
+        &self,
+        token: &str,
+        connector: &str,
+        fields: serde_json::Value,
+    ) -> serde_json::Value {
+        let (status, started) = self
+            .call_api(
+                token,
+                "/integrations/authorize",
+                serde_json::json!({"connector_type": connector}),
+            )
+            .await;
+        assert_eq!(status, 200, "{started}");
+        let mut callback =
+            serde_json::json!({"connector_type": connector, "state": started["state"]});
+        if let (Some(callback), Some(fields)) = (callback.as_object_mut(), fields.as_object()) {
+            callback.extend(fields.clone());
+        }
+        let (status, done) = self
+            .call_api(token, "/integrations/callback", callback)
+            .await;
+        assert_eq!(status, 201, "{done}");
+        done
+    }
+
     /// POSTs `body` to the tenant API with `token`: (status, JSON body or null).
     pub async fn call_api(
         &self,
