@@ -402,3 +402,79 @@ impl Action for Forward {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts the events it is run for.
+    struct Counting(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl Action for Counting {
+        fn target(&self) -> String {
+            "counting".into()
+        }
+        async fn run(&self, _: &str, _: &ActionEvent<'_>) -> Result<(), String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    struct Plain;
+
+    impl Describe for Plain {
+        fn describe(&self, _: &Envelope) -> Option<String> {
+            None
+        }
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            id: "e1".into(),
+            organization_id: Some("org".into()),
+            integration_id: Some("i1".into()),
+            connector: "webhook".into(),
+            event_type: "order.created".into(),
+            delivery_id: "d1".into(),
+            occurred_at: None,
+            received_at: "2026-12-04T00:00:00Z".into(),
+            payload: serde_json::json!({}),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_event_passes_the_routes_before_the_tenant_routes_are_loaded() {
+        let routes = Arc::new(Routes::new(
+            Vec::new(),
+            &BreakerConfig::default(),
+            Arc::new(Plain),
+        ));
+        // Until then anything may have a route: nothing is settled as unwanted.
+        assert!(routes.wants(Some("org"), "webhook", "order.created"));
+        let dispatch = tokio::spawn({
+            let routes = Arc::clone(&routes);
+            async move { routes.dispatch(&envelope()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !dispatch.is_finished(),
+            "dispatch waits for the tenant routes"
+        );
+
+        let runs = Arc::new(AtomicUsize::new(0));
+        let tenant_route = RouteSpec {
+            id: Some("r1".into()),
+            organization_id: "org".into(),
+            connector: "webhook".into(),
+            event_type: "order.*".into(),
+            action: Arc::new(Counting(Arc::clone(&runs))),
+        };
+        routes.set_tenant_routes(&HashSet::new(), vec![tenant_route]);
+        assert_eq!(dispatch.await.unwrap(), Ok(1));
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the tenant route ran");
+        assert!(!routes.wants(Some("org"), "webhook", "invoice.paid"));
+    }
+}
