@@ -10,7 +10,10 @@
 //!   installation bound to an organization;
 //! - `github unbound`: the same for an installation bound to none (stored dead, with
 //!   the reason, in the same write);
-//! - `slack`: Events API callbacks (v0 signatures) for a bound workspace.
+//! - `slack`: Events API callbacks (v0 signatures) for a bound workspace;
+//! - `datadog`: monitor notifications (the payload template switchboard installed,
+//!   filled in; the secret in its custom header) for a connected Datadog org, whose
+//!   keys and webhook were set up against the tests' fake Datadog.
 //!
 //! Each connector's run sits between two generic runs and is reported as a share of
 //! their mean; every run starts on an empty inbox.
@@ -27,6 +30,9 @@
 //! (needs `wrk` on the PATH); naming runs limits the bench to them, for profiling one.
 
 mod common;
+#[path = "../tests/common/fake_datadog.rs"]
+#[allow(dead_code)]
+mod fake_datadog;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -319,6 +325,34 @@ fn slack_request(now: i64) -> impl Fn(usize) -> Request {
     }
 }
 
+/// Datadog monitor notifications for one integration: the installed template with
+/// `$ID` and the alert's fields filled in, the secret in its header.
+fn datadog_request(template: &str, secret: &str) -> impl Fn(usize) -> Request {
+    let (template, secret) = (template.to_string(), secret.to_string());
+    move |n| {
+        let fill = [
+            ("$ID", format!("dd-{n}")),
+            ("$EVENT_TYPE", "query_alert_monitor".to_string()),
+            (
+                "$EVENT_TITLE",
+                "[Triggered on {host:web-1}] CPU high".to_string(),
+            ),
+            ("$DATE", "1764836000000".to_string()),
+            ("$ALERT_ID", "42".to_string()),
+            ("$ALERT_TRANSITION", "Triggered".to_string()),
+            ("$ALERT_SCOPE", "host:web-1".to_string()),
+        ];
+        let body = fill.iter().fold(template.clone(), |body, (name, value)| {
+            body.replace(&format!("\"{name}\""), &json!(value).to_string())
+        });
+        let headers = vec![
+            ("content-type", "application/json".to_string()),
+            (fake_datadog::SECRET_HEADER, secret.clone()),
+        ];
+        (headers, body)
+    }
+}
+
 /// An integration bound to a provider account, made directly in the store (no
 /// provider to authorize against here).
 async fn bound_integration(store: &Store, organization_id: &str, connector: &str, account: &str) {
@@ -339,6 +373,8 @@ async fn bound_integration(store: &Store, organization_id: &str, connector: &str
 
 async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
+    // Datadog's keys are checked and its webhook installed as a tenant connects.
+    let datadog = fake_datadog::FakeDatadog::start("us1").await;
     // Providers' APIs point at a closed port: nothing here calls them (validation at
     // start is spread over an hour).
     let nowhere = "http://127.0.0.1:9";
@@ -353,7 +389,9 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
          webhook_secret = \"{GITHUB_SECRET}\"\nunverified_installations = true\n\
          api_base_url = \"{nowhere}\"\nweb_base_url = \"{nowhere}\"\n\
          [connectors.slack]\nclient_id = \"bench\"\nclient_secret = \"unused\"\n\
-         signing_secret = \"{SLACK_SIGNING_SECRET}\"\napi_base_url = \"{nowhere}/api\"\n{extra}",
+         signing_secret = \"{SLACK_SIGNING_SECRET}\"\napi_base_url = \"{nowhere}/api\"\n\
+         {datadog}{extra}",
+        datadog = datadog.config_section(""),
         key = {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.encode([4u8; 32])
@@ -413,6 +451,39 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
         .unwrap()
         .to_string();
     let secret = Secret::new(done["reveal"]["signing_secret"].as_str().unwrap());
+    let started: serde_json::Value = call(
+        "/integrations/authorize",
+        json!({"connector_type": "datadog"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let done: serde_json::Value = call(
+        "/integrations/callback",
+        json!({"connector_type": "datadog", "state": started["state"], "credentials": {
+            "api_key": fake_datadog::API_KEY, "application_key": fake_datadog::APPLICATION_KEY,
+            "site": "us1"}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let datadog_id = done["integration"]["id"]
+        .as_str()
+        .expect("Datadog connected");
+    let webhook = datadog
+        .webhook(&format!("switchboard-{datadog_id}"))
+        .expect("webhook installed");
+    let datadog_template = webhook["payload"].as_str().unwrap().to_string();
+    let datadog_secret =
+        serde_json::from_str::<serde_json::Value>(webhook["custom_headers"].as_str().unwrap())
+            .unwrap()[fake_datadog::SECRET_HEADER]
+            .as_str()
+            .unwrap()
+            .to_string();
 
     let now = standard_webhooks::unix_now();
     // Each connector's run sits between two generic runs, and its share is of their
@@ -448,6 +519,12 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
             Box::new(slack_request(now)),
         ),
         generic(3),
+        connector(
+            "datadog",
+            &format!("/webhooks/datadog/{datadog_id}"),
+            Box::new(datadog_request(&datadog_template, &datadog_secret)),
+        ),
+        generic(4),
     ];
     // `generic` alone: for comparing one build with another.
     let only_generic = std::env::args().any(|a| a == "generic");

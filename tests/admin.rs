@@ -5,7 +5,7 @@ mod common;
 use common::{TestDaemon, child};
 use rstest::rstest;
 
-const TWO_CONNECTORS: &str = "[connectors.datadog]\n[connectors.pagerduty]\n";
+const TWO_CONNECTORS: &str = "[connectors.gcp]\n[connectors.pagerduty]\n";
 
 #[tokio::test]
 async fn liveness_and_readiness_answer() {
@@ -39,7 +39,7 @@ async fn the_health_tree_shows_every_connector_honestly() {
     assert_eq!(status, 200);
     assert_eq!(tree["name"], "root");
     assert_eq!(tree["status"], "running");
-    for name in ["connector:datadog", "connector:pagerduty"] {
+    for name in ["connector:gcp", "connector:pagerduty"] {
         let node = child(&tree, name);
         for field in [
             "name",
@@ -64,9 +64,9 @@ async fn the_health_tree_shows_every_connector_honestly() {
         );
     }
 
-    let (status, datadog) = daemon.get_json("/admin/connectors/datadog").await;
+    let (status, gcp) = daemon.get_json("/admin/connectors/gcp").await;
     assert_eq!(status, 200);
-    assert_eq!(datadog["name"], "connector:datadog");
+    assert_eq!(gcp["name"], "connector:gcp");
     daemon.stop().await;
 }
 
@@ -75,23 +75,23 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
     let daemon = TestDaemon::start(TWO_CONNECTORS).await;
     let (_, before) = daemon.get_json("/admin/actors").await;
 
-    let (status, restarted) = daemon.post_json("/admin/connectors/datadog/restart").await;
+    let (status, restarted) = daemon.post_json("/admin/connectors/gcp/restart").await;
     assert_eq!(status, 200, "{restarted}");
     assert_eq!(restarted["manual_restarts"], 1);
     assert!(restarted["last_restart_at"].is_string());
 
     let (_, after) = daemon.get_json("/admin/actors").await;
-    let (datadog_before, datadog_after) = (
-        child(&before, "connector:datadog"),
-        child(&after, "connector:datadog"),
+    let (gcp_before, gcp_after) = (
+        child(&before, "connector:gcp"),
+        child(&after, "connector:gcp"),
     );
     assert_ne!(
-        datadog_before["actor_id"], datadog_after["actor_id"],
-        "datadog has a new actor"
+        gcp_before["actor_id"], gcp_after["actor_id"],
+        "gcp has a new actor"
     );
-    assert_eq!(datadog_after["manual_restarts"], 1);
+    assert_eq!(gcp_after["manual_restarts"], 1);
     assert_eq!(
-        datadog_after["restarts"], 0,
+        gcp_after["restarts"], 0,
         "an explicit restart is not a failure"
     );
 
@@ -117,7 +117,7 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
         .await
         .expect("text");
     assert!(metrics.contains(
-        "switchboard_actor_restarts_total{actor=\"connector:datadog\",kind=\"connector\",parent=\"root\",cause=\"manual\"} 1"
+        "switchboard_actor_restarts_total{actor=\"connector:gcp\",kind=\"connector\",parent=\"root\",cause=\"manual\"} 1"
     ), "{metrics}");
     assert!(
         metrics.contains("switchboard_build_info{version="),
@@ -127,7 +127,7 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
 }
 
 #[rstest]
-#[case::unconfigured_connector("GET", "/admin/connectors/gcp")]
+#[case::unconfigured_connector("GET", "/admin/connectors/datadog")]
 #[case::unknown_connector("GET", "/admin/connectors/myspace")]
 #[case::restart_unknown_connector("POST", "/admin/connectors/myspace/restart")]
 #[case::restart_unconfigured_connector("POST", "/admin/connectors/aws/restart")]
@@ -173,7 +173,7 @@ async fn a_configured_token_is_required_except_for_probes() {
     }
     let restart = daemon
         .http
-        .post(daemon.admin_url("/admin/connectors/datadog/restart"))
+        .post(daemon.admin_url("/admin/connectors/gcp/restart"))
         .send()
         .await
         .unwrap();

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::fake_github::{FakeGithub, WEBHOOK_SECRET};
+use common::fake_github::{
+    FakeGithub, WEBHOOK_SECRET, connect, deliver, pull_request, setup_callback, start_installation,
+};
 use common::{TestDaemon, until};
 use serde_json::{Value, json};
 use switchboard::connectors::github::signature;
@@ -19,109 +21,12 @@ async fn daemon(github: &FakeGithub) -> TestDaemon {
     daemon
 }
 
-/// Starts an installation for the token's organization: the state GitHub would carry.
-async fn start_installation(daemon: &TestDaemon, token: &str) -> Value {
-    let (status, started) = daemon
-        .call_api(
-            token,
-            "/integrations/authorize",
-            json!({"connector_type": "github"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{started}");
-    started
-}
-
-/// GitHub sends the browser back to the setup URL, with the `code` of the user's
-/// authorization when the app asks for one during installation.
-async fn setup_callback(
-    daemon: &TestDaemon,
-    state: &str,
-    installation_id: &str,
-    code: Option<&str>,
-) -> (u16, String) {
-    let code = code.map(|c| format!("&code={c}")).unwrap_or_default();
-    let page = daemon
-        .http
-        .get(daemon.api_url(&format!(
-            "/oauth/github/callback?installation_id={installation_id}&setup_action=install&state={state}{code}"
-        )))
-        .send()
-        .await
-        .unwrap();
-    (page.status().as_u16(), page.text().await.unwrap())
-}
-
 async fn integrations(daemon: &TestDaemon, token: &str) -> Vec<Value> {
     let (status, listed) = daemon
         .call_api(token, "/integrations/list", json!({}))
         .await;
     assert_eq!(status, 200, "{listed}");
     listed["integrations"].as_array().unwrap().clone()
-}
-
-/// The installation's owner installs the app for the token's organization.
-async fn connect(
-    github: &FakeGithub,
-    daemon: &TestDaemon,
-    token: &str,
-    installation_id: u64,
-) -> Value {
-    let started = start_installation(daemon, token).await;
-    let code = format!("code-{installation_id}-{}", uuid::Uuid::new_v4());
-    github.installer(&code, &[installation_id]);
-    let (status, page) = setup_callback(
-        daemon,
-        started["state"].as_str().unwrap(),
-        &installation_id.to_string(),
-        Some(&code),
-    )
-    .await;
-    assert_eq!(status, 200, "{page}");
-    integrations(daemon, token)
-        .await
-        .into_iter()
-        .find(|i| i["external_id"].as_str() == Some(installation_id.to_string().as_str()))
-        .expect("connected")
-}
-
-/// Sends a webhook as GitHub does.
-async fn deliver(
-    daemon: &TestDaemon,
-    event: &str,
-    delivery: &str,
-    body: &Value,
-    secret: &str,
-) -> (u16, Value) {
-    let body = serde_json::to_vec(body).unwrap();
-    let response = daemon
-        .http
-        .post(daemon.api_url("/webhooks/github"))
-        .header("x-github-event", event)
-        .header("x-github-delivery", delivery)
-        .header("x-github-hook-id", "1")
-        .header("content-type", "application/json")
-        .header(
-            "x-hub-signature-256",
-            signature::sign(&Secret::new(secret), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn pull_request(installation_id: u64, number: u64) -> Value {
-    json!({
-        "action": "opened",
-        "number": number,
-        "pull_request": {"number": number, "title": "Add a feature", "html_url": format!("https://github.com/acme/repo-001/pull/{number}"), "merged": false},
-        "repository": {"full_name": "acme/repo-001"},
-        "sender": {"login": "octocat"},
-        "installation": {"id": installation_id}
-    })
 }
 
 async fn events(daemon: &TestDaemon, query: &str) -> Vec<Value> {

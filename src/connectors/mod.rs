@@ -11,6 +11,7 @@
 //! this build does not implement yet is accepted, and the daemon says plainly that it
 //! is not available instead of pretending to connect.
 
+pub mod datadog;
 mod gate;
 pub mod github;
 pub mod ingress;
@@ -47,11 +48,16 @@ pub struct Provider {
 }
 
 /// Every provider this build implements. Adding one is a folder and a line here.
-pub const PROVIDERS: &[Provider] = &[github::PROVIDER, slack::PROVIDER, webhook::PROVIDER];
+pub const PROVIDERS: &[Provider] = &[
+    datadog::PROVIDER,
+    github::PROVIDER,
+    slack::PROVIDER,
+    webhook::PROVIDER,
+];
 
 /// Providers the design names that this build does not implement yet: a section for
 /// one is accepted, shown `stopped` with [`NOT_IMPLEMENTED`], and handles nothing.
-const PLANNED: &[&str] = &["aws", "datadog", "gcp", "pagerduty"];
+const PLANNED: &[&str] = &["aws", "gcp", "pagerduty"];
 
 pub const NOT_IMPLEMENTED: &str =
     "this provider is not implemented in this build: its events and integrations are not handled";
@@ -515,12 +521,12 @@ mod tests {
     #[test]
     fn a_planned_provider_is_accepted_and_shown_unavailable() {
         let sections: BTreeMap<String, toml::Table> =
-            toml::from_str("[datadog]\n[webhook]\nwebhook_listen = \"127.0.0.1:0\"").unwrap();
+            toml::from_str("[gcp]\n[webhook]\nwebhook_listen = \"127.0.0.1:0\"").unwrap();
         let set = ConnectorSet::from_sections(&sections).expect("valid");
         assert_eq!(set.names().collect::<Vec<_>>(), ["webhook"]);
         assert_eq!(
             set.unavailable().collect::<Vec<_>>(),
-            [("datadog", NOT_IMPLEMENTED)]
+            [("gcp", NOT_IMPLEMENTED)]
         );
         assert!(set.settings("webhook").webhook_listen.is_some());
     }

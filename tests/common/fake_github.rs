@@ -16,6 +16,10 @@ use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use switchboard::connectors::github::signature;
+use switchboard::secret::Secret;
+
+use super::TestDaemon;
 
 pub const APP_ID: &str = "12345";
 pub const APP_SLUG: &str = "switchboard-test";
@@ -399,4 +403,110 @@ async fn user_installations(State(state): Shared, headers: HeaderMap) -> Respons
         })
         .collect();
     Json(json!({"total_count": listed.len(), "installations": listed})).into_response()
+}
+
+// How a tenant and GitHub reach switchboard, for the tests of any connector that
+// needs a connected GitHub.
+
+/// Starts an installation for the token's organization: the state GitHub would carry.
+pub async fn start_installation(daemon: &TestDaemon, token: &str) -> Value {
+    let (status, started) = daemon
+        .call_api(
+            token,
+            "/integrations/authorize",
+            json!({"connector_type": "github"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    started
+}
+
+/// GitHub sends the browser back to the setup URL, with the `code` of the user's
+/// authorization when the app asks for one during installation.
+pub async fn setup_callback(
+    daemon: &TestDaemon,
+    state: &str,
+    installation_id: &str,
+    code: Option<&str>,
+) -> (u16, String) {
+    let code = code.map(|c| format!("&code={c}")).unwrap_or_default();
+    let page = daemon
+        .http
+        .get(daemon.api_url(&format!(
+            "/oauth/github/callback?installation_id={installation_id}&setup_action=install&state={state}{code}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    (page.status().as_u16(), page.text().await.unwrap())
+}
+
+/// The installation's owner installs the app for the token's organization.
+pub async fn connect(
+    github: &FakeGithub,
+    daemon: &TestDaemon,
+    token: &str,
+    installation_id: u64,
+) -> Value {
+    let started = start_installation(daemon, token).await;
+    let code = format!("code-{installation_id}-{}", uuid::Uuid::new_v4());
+    github.installer(&code, &[installation_id]);
+    let (status, page) = setup_callback(
+        daemon,
+        started["state"].as_str().unwrap(),
+        &installation_id.to_string(),
+        Some(&code),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let (status, listed) = daemon
+        .call_api(token, "/integrations/list", json!({}))
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    listed["integrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["external_id"].as_str() == Some(installation_id.to_string().as_str()))
+        .cloned()
+        .expect("connected")
+}
+
+/// Sends a webhook as GitHub does.
+pub async fn deliver(
+    daemon: &TestDaemon,
+    event: &str,
+    delivery: &str,
+    body: &Value,
+    secret: &str,
+) -> (u16, Value) {
+    let body = serde_json::to_vec(body).unwrap();
+    let response = daemon
+        .http
+        .post(daemon.api_url("/webhooks/github"))
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-github-hook-id", "1")
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            signature::sign(&Secret::new(secret), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub fn pull_request(installation_id: u64, number: u64) -> Value {
+    json!({
+        "action": "opened",
+        "number": number,
+        "pull_request": {"number": number, "title": "Add a feature", "html_url": format!("https://github.com/acme/repo-001/pull/{number}"), "merged": false},
+        "repository": {"full_name": "acme/repo-001"},
+        "sender": {"login": "octocat"},
+        "installation": {"id": installation_id}
+    })
 }
