@@ -26,8 +26,9 @@
 //! (`events::write_batch`) through a channel, with no actor, integration or metrics.
 //! The daemon cannot beat it; the gap between the two is the daemon's own cost.
 //!
-//! Run: `cargo bench --bench ingest [-- SECONDS] [ceiling] [floor] [sqlite] [postgres] [generic]`
-//! (needs `wrk` on the PATH); naming runs limits the bench to them, for profiling one.
+//! Run: `cargo bench --bench ingest [-- SECONDS] [ceiling] [floor] [sqlite] [postgres]
+//! [generic|github|slack|datadog]` (needs `wrk` on the PATH); naming runs limits the bench
+//! to them (a connector with the generic runs on either side), for profiling one.
 
 mod common;
 #[path = "../tests/common/fake_datadog.rs"]
@@ -527,10 +528,30 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
         generic(4),
     ];
     // `generic` alone: for comparing one build with another.
-    let only_generic = std::env::args().any(|a| a == "generic");
+    // Naming connectors (`generic`, `github`, `slack`, `datadog`) runs only them, each
+    // with the generic runs on either side: for comparing builds, or one connector.
+    let connectors = ["generic", "github", "slack", "datadog"];
+    let chosen: Vec<String> = std::env::args()
+        .filter(|a| connectors.contains(&a.as_str()))
+        .collect();
+    let is_generic = |name: &str| name.starts_with("generic");
+    let wanted =
+        |name: &str| !is_generic(name) && chosen.iter().any(|c| name.starts_with(c.as_str()));
+    let names: Vec<String> = runs.iter().map(|(name, _, _)| name.clone()).collect();
+    let keep: Vec<bool> = (0..names.len())
+        .map(|i| {
+            let name = &names[i];
+            chosen.is_empty()
+                || wanted(name)
+                || (is_generic(name)
+                    && (chosen.iter().any(|c| c == "generic")
+                        || names.get(i + 1).is_some_and(|n| wanted(n))
+                        || (i > 0 && wanted(&names[i - 1]))))
+        })
+        .collect();
     let mut rates: Vec<(String, f64)> = Vec::new();
-    for (name, path, request) in runs {
-        if only_generic && !name.starts_with("generic") {
+    for ((name, path, request), keep) in runs.into_iter().zip(keep) {
+        if !keep {
             continue;
         }
         let url = format!("http://{api}{path}");

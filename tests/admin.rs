@@ -5,7 +5,7 @@ mod common;
 use common::{TestDaemon, child};
 use rstest::rstest;
 
-const TWO_CONNECTORS: &str = "[connectors.gcp]\n[connectors.pagerduty]\n";
+const TWO_CONNECTORS: &str = "[connectors.aws]\n[connectors.pagerduty]\n";
 
 #[tokio::test]
 async fn liveness_and_readiness_answer() {
@@ -39,7 +39,7 @@ async fn the_health_tree_shows_every_connector_honestly() {
     assert_eq!(status, 200);
     assert_eq!(tree["name"], "root");
     assert_eq!(tree["status"], "running");
-    for name in ["connector:gcp", "connector:pagerduty"] {
+    for name in ["connector:aws", "connector:pagerduty"] {
         let node = child(&tree, name);
         for field in [
             "name",
@@ -64,9 +64,9 @@ async fn the_health_tree_shows_every_connector_honestly() {
         );
     }
 
-    let (status, gcp) = daemon.get_json("/admin/connectors/gcp").await;
+    let (status, aws) = daemon.get_json("/admin/connectors/aws").await;
     assert_eq!(status, 200);
-    assert_eq!(gcp["name"], "connector:gcp");
+    assert_eq!(aws["name"], "connector:aws");
     daemon.stop().await;
 }
 
@@ -75,23 +75,23 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
     let daemon = TestDaemon::start(TWO_CONNECTORS).await;
     let (_, before) = daemon.get_json("/admin/actors").await;
 
-    let (status, restarted) = daemon.post_json("/admin/connectors/gcp/restart").await;
+    let (status, restarted) = daemon.post_json("/admin/connectors/aws/restart").await;
     assert_eq!(status, 200, "{restarted}");
     assert_eq!(restarted["manual_restarts"], 1);
     assert!(restarted["last_restart_at"].is_string());
 
     let (_, after) = daemon.get_json("/admin/actors").await;
-    let (gcp_before, gcp_after) = (
-        child(&before, "connector:gcp"),
-        child(&after, "connector:gcp"),
+    let (aws_before, aws_after) = (
+        child(&before, "connector:aws"),
+        child(&after, "connector:aws"),
     );
     assert_ne!(
-        gcp_before["actor_id"], gcp_after["actor_id"],
-        "gcp has a new actor"
+        aws_before["actor_id"], aws_after["actor_id"],
+        "aws has a new actor"
     );
-    assert_eq!(gcp_after["manual_restarts"], 1);
+    assert_eq!(aws_after["manual_restarts"], 1);
     assert_eq!(
-        gcp_after["restarts"], 0,
+        aws_after["restarts"], 0,
         "an explicit restart is not a failure"
     );
 
@@ -117,7 +117,7 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
         .await
         .expect("text");
     assert!(metrics.contains(
-        "switchboard_actor_restarts_total{actor=\"connector:gcp\",kind=\"connector\",parent=\"root\",cause=\"manual\"} 1"
+        "switchboard_actor_restarts_total{actor=\"connector:aws\",kind=\"connector\",parent=\"root\",cause=\"manual\"} 1"
     ), "{metrics}");
     assert!(
         metrics.contains("switchboard_build_info{version="),
@@ -130,7 +130,7 @@ async fn restarting_one_connector_leaves_its_siblings_alone() {
 #[case::unconfigured_connector("GET", "/admin/connectors/datadog")]
 #[case::unknown_connector("GET", "/admin/connectors/myspace")]
 #[case::restart_unknown_connector("POST", "/admin/connectors/myspace/restart")]
-#[case::restart_unconfigured_connector("POST", "/admin/connectors/aws/restart")]
+#[case::restart_unconfigured_connector("POST", "/admin/connectors/gcp/restart")]
 #[case::restart_unknown_integration(
     "POST",
     "/admin/integrations/0b7a3c52-1d2e-4f6a-9b8c-7d6e5f4a3b2c/restart"
@@ -173,7 +173,7 @@ async fn a_configured_token_is_required_except_for_probes() {
     }
     let restart = daemon
         .http
-        .post(daemon.admin_url("/admin/connectors/gcp/restart"))
+        .post(daemon.admin_url("/admin/connectors/aws/restart"))
         .send()
         .await
         .unwrap();

@@ -13,6 +13,7 @@
 
 pub mod datadog;
 mod gate;
+pub mod gcp;
 pub mod github;
 pub mod ingress;
 pub mod section;
@@ -50,6 +51,7 @@ pub struct Provider {
 /// Every provider this build implements. Adding one is a folder and a line here.
 pub const PROVIDERS: &[Provider] = &[
     datadog::PROVIDER,
+    gcp::PROVIDER,
     github::PROVIDER,
     slack::PROVIDER,
     webhook::PROVIDER,
@@ -57,7 +59,7 @@ pub const PROVIDERS: &[Provider] = &[
 
 /// Providers the design names that this build does not implement yet: a section for
 /// one is accepted, shown `stopped` with [`NOT_IMPLEMENTED`], and handles nothing.
-const PLANNED: &[&str] = &["aws", "gcp", "pagerduty"];
+const PLANNED: &[&str] = &["aws", "pagerduty"];
 
 pub const NOT_IMPLEMENTED: &str =
     "this provider is not implemented in this build: its events and integrations are not handled";
@@ -521,12 +523,12 @@ mod tests {
     #[test]
     fn a_planned_provider_is_accepted_and_shown_unavailable() {
         let sections: BTreeMap<String, toml::Table> =
-            toml::from_str("[gcp]\n[webhook]\nwebhook_listen = \"127.0.0.1:0\"").unwrap();
+            toml::from_str("[aws]\n[webhook]\nwebhook_listen = \"127.0.0.1:0\"").unwrap();
         let set = ConnectorSet::from_sections(&sections).expect("valid");
         assert_eq!(set.names().collect::<Vec<_>>(), ["webhook"]);
         assert_eq!(
             set.unavailable().collect::<Vec<_>>(),
-            [("gcp", NOT_IMPLEMENTED)]
+            [("aws", NOT_IMPLEMENTED)]
         );
         assert!(set.settings("webhook").webhook_listen.is_some());
     }

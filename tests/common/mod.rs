@@ -5,6 +5,7 @@ pub mod binary;
 pub mod db;
 pub mod fake_datadog;
 pub mod fake_github;
+pub mod fake_google;
 pub mod fake_slack;
 pub mod feed;
 pub mod memory_credentials;

@@ -3,7 +3,11 @@
 //! the events API returns to a polling integration, so routes see one shape either
 //! way and the two intakes share one de-duplication id.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use serde_json::{Value, json};
 
 /// The payload template switchboard installs with its webhook: Datadog substitutes
@@ -30,65 +34,109 @@ pub fn payload_template() -> String {
 }
 
 /// One Datadog event, typed (every field as Datadog filled it in; empty when it had
-/// nothing to put there).
+/// nothing to put there). Read straight from the payload's bytes, borrowing its
+/// text, without building a JSON tree: the ingress reads one per webhook.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
-pub struct DatadogEvent {
-    pub id: String,
-    pub event_type: String,
-    pub title: String,
-    pub date: String,
-    pub last_updated: String,
+pub struct DatadogEvent<'a> {
+    #[serde(borrow, deserialize_with = "text")]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub title: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub date: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub last_updated: Cow<'a, str>,
     /// The monitor's id, for a monitor alert.
-    pub alert_id: String,
+    #[serde(borrow, deserialize_with = "text")]
+    pub alert_id: Cow<'a, str>,
     /// One alert from its trigger to its recovery: what a route resolves by.
-    pub alert_cycle_key: String,
+    #[serde(borrow, deserialize_with = "text")]
+    pub alert_cycle_key: Cow<'a, str>,
     /// `Triggered`, `Re-Triggered`, `Recovered`, `Warn`, `No Data`, `Renotify`.
-    pub alert_transition: String,
-    pub alert_status: String,
-    pub alert_priority: String,
-    pub alert_scope: String,
-    pub hostname: String,
-    pub link: String,
-    pub tags: String,
-    pub org_id: String,
+    #[serde(borrow, deserialize_with = "text")]
+    pub alert_transition: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub alert_status: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub alert_priority: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub alert_scope: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub hostname: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub link: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub tags: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "text")]
+    pub org_id: Cow<'a, str>,
 }
 
-impl DatadogEvent {
-    pub fn parse(payload: &[u8]) -> Result<Self, String> {
-        let value: Value =
-            serde_json::from_slice(payload).map_err(|e| format!("the body is not JSON: {e}"))?;
-        Self::from_value(&value)
+/// A template variable's value as text: Datadog fills them in as strings; a
+/// hand-made template may give numbers or null.
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+    struct Text;
+    impl<'de> Visitor<'de> for Text {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, a number or null")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+    }
+    deserializer.deserialize_any(Text)
+}
+
+impl<'a> DatadogEvent<'a> {
+    pub fn parse(payload: &'a [u8]) -> Result<Self, String> {
+        // A struct would also be read from an array, by position: only objects are.
+        if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err("the body is not a JSON object".into());
+        }
+        serde_json::from_slice(payload)
+            .map_err(|e| format!("the body is not a Datadog payload: {e}"))
     }
 
     /// The event in a stored payload.
-    pub fn from_value(value: &Value) -> Result<Self, String> {
+    pub fn from_value(value: &'a Value) -> Result<Self, String> {
         if !value.is_object() {
-            return Err("the body is not a JSON object".into());
+            return Err("the payload is not a JSON object".into());
         }
-        // Datadog fills template variables as strings; a hand-made template may give
-        // numbers: take either.
-        let strings: serde_json::Map<String, Value> = value
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(key, v)| {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                (key.clone(), Value::String(text))
-            })
-            .collect();
-        serde_json::from_value(Value::Object(strings)).map_err(|e| e.to_string())
+        Self::deserialize(value).map_err(|e| e.to_string())
     }
 
     /// The de-duplication id: Datadog's event id (`$ID`), or, for a template without
     /// it, the alert's cycle, transition and time together.
     pub fn delivery_id(&self) -> Option<String> {
         if filled(&self.id) {
-            return Some(self.id.clone());
+            return Some(self.id.to_string());
         }
         let parts = [
             &self.alert_cycle_key,
@@ -108,7 +156,7 @@ impl DatadogEvent {
             return transition_type(&self.alert_transition);
         }
         if filled(&self.event_type) {
-            return self.event_type.clone();
+            return self.event_type.to_string();
         }
         "event".to_string()
     }
@@ -312,7 +360,8 @@ mod tests {
             "alert_transition": "Triggered", "alert_scope": "host:web-1",
             "link": "https://app.datadoghq.com/event/event?id=1", "tags": "$TAGS"
         });
-        let event = DatadogEvent::parse(body.to_string().as_bytes()).unwrap();
+        let text = body.to_string();
+        let event = DatadogEvent::parse(text.as_bytes()).unwrap();
         assert_eq!(event.delivery_id().as_deref(), Some("7310531063410186462"));
         assert_eq!(event.switchboard_type(), "monitor.triggered");
         assert_eq!(
@@ -326,7 +375,8 @@ mod tests {
         // No $ID in a hand-made template: the cycle, transition and time stand in.
         let body = json!({"alert_cycle_key": "cyc-1", "alert_transition": "Recovered",
                           "last_updated": 1733300060000_i64, "id": "$ID"});
-        let event = DatadogEvent::parse(body.to_string().as_bytes()).unwrap();
+        let text = body.to_string();
+        let event = DatadogEvent::parse(text.as_bytes()).unwrap();
         assert_eq!(
             event.delivery_id().as_deref(),
             Some("cyc-1:Recovered:1733300060000")
@@ -358,7 +408,7 @@ mod tests {
         });
         let (id, payload) = from_polled(&polled).unwrap();
         assert_eq!(id, "7310531063410186462");
-        let event = DatadogEvent::parse(payload.to_string().as_bytes()).unwrap();
+        let event = DatadogEvent::from_value(&payload).unwrap();
         assert_eq!(event.switchboard_type(), "monitor.recovered");
         assert_eq!(event.alert_id, "42");
         assert_eq!(event.alert_scope, "host:web-1");

@@ -410,7 +410,9 @@ impl Connector for DatadogConnector {
                 Method::DELETE,
                 &path,
                 None,
-                Wait::UpTo(self.shared.config.max_rate_limit_wait),
+                // The tenant's revoke request is waiting: a rate limit is reported
+                // (in `at_provider`), not slept through.
+                Wait::No,
             )
             .await
         {
