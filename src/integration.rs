@@ -880,6 +880,7 @@ impl IntegrationState {
             Status::Running,
         )
         .with_detail("organization_id", &self.integration.organization_id)
+        .with_detail("external_id", &self.integration.external_id)
         .with_detail("connector", &self.integration.connector_type)
         .with_detail("integration_status", &self.integration.status)
         .with_detail(

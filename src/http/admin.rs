@@ -48,6 +48,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/actors", get(actors))
         .route("/admin/connectors/{name}", get(connector))
         .route("/admin/connectors/{name}/restart", post(restart_connector))
+        .route("/admin/integrations", get(search_integrations))
         .route(
             "/admin/integrations/{id}/restart",
             post(restart_integration),
@@ -67,6 +68,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(protected)
+        .merge(super::ui::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
 }
@@ -282,6 +284,54 @@ async fn restart_integration(
     }
     node.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no integration '{id}' is running")))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    /// Part of an integration's id, its organization's id or name, or its provider
+    /// account.
+    search: String,
+    connector: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Integrations found by what an operator knows of them, each with its actor's
+/// report (`null` when it is not running): the admin page's search.
+async fn search_integrations(
+    State(state): State<Arc<AdminState>>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| invalid_query(e.body_text()))?;
+    let text = query.search.trim();
+    if text.is_empty() {
+        return Err(invalid_query(
+            "search: give part of an id, an organization or an account",
+        ));
+    }
+    let found = integrations::search(
+        state.tree.store(),
+        text,
+        query.connector.as_deref(),
+        query.limit.unwrap_or(50).clamp(1, 200),
+    )
+    .await
+    .map_err(store_unavailable)?;
+    let mut listed = Vec::with_capacity(found.len());
+    for integration in found {
+        let actor = state.tree.integration_node(&integration.id).await;
+        listed.push(json!({
+            "integration": {
+                "id": integration.id,
+                "organization_id": integration.organization_id,
+                "connector_type": integration.connector_type,
+                "status": integration.status,
+                "external_id": integration.external_id,
+            },
+            "actor": actor,
+        }));
+    }
+    Ok(Json(json!({"integrations": listed})))
 }
 
 /// Validates one integration's credentials with its provider now.

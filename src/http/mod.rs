@@ -1,5 +1,6 @@
 //! The two HTTP listeners: the API (`server.listen`: tenant API, webhooks, OAuth
-//! callbacks) and the admin endpoint (`admin.listen`: health, restarts, metrics).
+//! callbacks) and the admin endpoint (`admin.listen`: health, restarts, metrics, and
+//! the admin web page).
 
 pub mod admin;
 pub mod api;
@@ -10,5 +11,6 @@ pub mod metrics;
 mod oauth_pages;
 mod routes_api;
 pub mod server;
+mod ui;
 
 pub use error::ApiError;

@@ -658,6 +658,48 @@ pub async fn exists(store: &Store, id: &str) -> Result<bool, StoreError> {
     Ok(found.is_some())
 }
 
+/// Live integrations whose id, organization (id or name) or provider account contains
+/// `text`, of one connector when given, oldest first: the admin page's search. A
+/// system query; `%` and `_` in `text` match themselves.
+pub async fn search(
+    store: &Store,
+    text: &str,
+    connector_type: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Integration>, StoreError> {
+    use super::schema::organizations;
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    let pattern = format!("%{escaped}%");
+    let found = with_conn!(store, |conn| {
+        let named = organizations::table
+            .filter(organizations::name.like(&pattern).escape('\\'))
+            .select(organizations::id);
+        let mut query = integrations::table
+            .filter(integrations::status.ne_all([STATUS_PENDING, STATUS_REVOKED]))
+            .filter(
+                integrations::id
+                    .like(&pattern)
+                    .escape('\\')
+                    .or(integrations::organization_id.like(&pattern).escape('\\'))
+                    .or(integrations::external_id.like(&pattern).escape('\\'))
+                    .or(integrations::organization_id.eq_any(named)),
+            )
+            .into_boxed();
+        if let Some(connector_type) = connector_type {
+            query = query.filter(integrations::connector_type.eq(connector_type));
+        }
+        query
+            .order(integrations::created_at.asc())
+            .limit(limit)
+            .load::<Integration>(conn)
+            .await
+    })?;
+    Ok(found)
+}
+
 /// The live integration bound to a provider account (a GitHub installation, a Slack
 /// team): where that account's events go. A system query, for ingress.
 pub async fn find_by_account(

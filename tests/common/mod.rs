@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod browser;
 pub mod db;
 pub mod fake_datadog;
 pub mod fake_github;
