@@ -4,18 +4,18 @@
 //!
 //! Run: `cargo bench --bench integrations [-- COUNT]`
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel_async::SimpleAsyncConnection;
 use switchboard::config::Config;
-use switchboard::connectors::{
-    AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorError,
-    ConnectorSet, Credentials,
-};
+use switchboard::connectors::{ConnectorSet, Credentials};
 use switchboard::store::{self, Store};
 use switchboard::{Daemon, Shutdown};
+
+use common::{Idle, seed};
 
 /// The daemon binary's allocator, so that the figures are the daemon's; counting the
 /// bytes live on the heap, so that they can be told apart from the allocator's own.
@@ -49,25 +49,6 @@ fn live_mib() -> f64 {
     LIVE.load(std::sync::atomic::Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
 }
 
-/// A provider that accepts everything at once: the cost measured is the daemon's.
-struct Idle;
-
-#[async_trait::async_trait]
-impl Connector for Idle {
-    fn name(&self) -> &str {
-        "bench"
-    }
-    async fn authorize(&self, _: &AuthorizeRequest) -> Result<AuthorizationStart, ConnectorError> {
-        Ok(AuthorizationStart::ApiKey { fields: vec![] })
-    }
-    async fn complete(&self, _: &CallbackRequest) -> Result<Authorized, ConnectorError> {
-        Err(ConnectorError::NotSupported)
-    }
-    async fn validate(&self, _: &Credentials) -> Result<(), ConnectorError> {
-        Ok(())
-    }
-}
-
 fn resident_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: f64 = statm
@@ -76,39 +57,6 @@ fn resident_mib() -> f64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0.0);
     pages * 4096.0 / (1024.0 * 1024.0)
-}
-
-async fn seed(store: &Store, count: usize) {
-    let now = store::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-    let Store::Sqlite { pool, .. } = store else {
-        unreachable!("the benchmark seeds SQLite")
-    };
-    let mut conn = pool.get().await.expect("connection");
-    for start in (0..count).step_by(2000) {
-        let ids: Vec<(String, String)> = (start..(start + 2000).min(count))
-            .map(|_| (store::new_id(), store::new_id()))
-            .collect();
-        let orgs: Vec<String> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, (org, _))| format!("('{org}','tenant-{}','{now}')", start + i))
-            .collect();
-        let integrations: Vec<String> = ids
-            .iter()
-            .map(|(org, id)| {
-                format!(
-                    "('{id}','{org}',NULL,'bench','active','T-{id}','{{}}','{now}','{now}',NULL)"
-                )
-            })
-            .collect();
-        conn.batch_execute(&format!(
-            "BEGIN; INSERT INTO organizations VALUES {}; INSERT INTO integrations VALUES {}; COMMIT;",
-            orgs.join(","),
-            integrations.join(",")
-        ))
-        .await
-        .expect("seeded");
-    }
 }
 
 fn main() {

@@ -231,6 +231,10 @@ async fn a_dead_event_is_replayed_from_the_page_and_hostile_text_stays_text() {
         .wait_for_text("#search-results", "1 integration found")
         .await;
     assert!(found.contains(hostile_account), "{found}");
+    assert!(
+        found.contains("<script>window.__xss='metadata'</script>"),
+        "the metadata, as text: {found}"
+    );
 
     // The events view: the dead event, its payload as text, replayed.
     let tab = browser.wait_for("#tabs [data-view='events']").await;

@@ -1,11 +1,17 @@
-//! What several benches share: a database of their own on PostgreSQL, and waiting for
-//! a daemon started in-process to be ready.
+//! What several benches share: a database of their own on PostgreSQL, waiting for a
+//! daemon started in-process to be ready, and a store seeded with many integrations of
+//! a connector that costs nothing.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use switchboard::connectors::{
+    AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorError,
+    Credentials,
+};
+use switchboard::store::{self, Store};
 
 /// A database of its own on the PostgreSQL `server`, for one run.
 pub struct PostgresDatabase {
@@ -56,5 +62,59 @@ pub async fn wait_ready(http: &reqwest::Client, admin: SocketAddr) {
         != Some(200)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A provider that accepts everything at once: the cost measured is the daemon's.
+pub struct Idle;
+
+#[async_trait::async_trait]
+impl Connector for Idle {
+    fn name(&self) -> &str {
+        "bench"
+    }
+    async fn authorize(&self, _: &AuthorizeRequest) -> Result<AuthorizationStart, ConnectorError> {
+        Ok(AuthorizationStart::ApiKey { fields: vec![] })
+    }
+    async fn complete(&self, _: &CallbackRequest) -> Result<Authorized, ConnectorError> {
+        Err(ConnectorError::NotSupported)
+    }
+    async fn validate(&self, _: &Credentials) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// `count` active integrations of the `bench` connector, each in an organization of its
+/// own (`tenant-<n>`), written straight into a SQLite store.
+pub async fn seed(store: &Store, count: usize) {
+    let now = store::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    let Store::Sqlite { pool, .. } = store else {
+        unreachable!("the benchmark seeds SQLite")
+    };
+    let mut conn = pool.get().await.expect("connection");
+    for start in (0..count).step_by(2000) {
+        let ids: Vec<(String, String)> = (start..(start + 2000).min(count))
+            .map(|_| (store::new_id(), store::new_id()))
+            .collect();
+        let orgs: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, (org, _))| format!("('{org}','tenant-{}','{now}')", start + i))
+            .collect();
+        let integrations: Vec<String> = ids
+            .iter()
+            .map(|(org, id)| {
+                format!(
+                    "('{id}','{org}',NULL,'bench','active','T-{id}','{{}}','{now}','{now}',NULL)"
+                )
+            })
+            .collect();
+        conn.batch_execute(&format!(
+            "BEGIN; INSERT INTO organizations VALUES {}; INSERT INTO integrations VALUES {}; COMMIT;",
+            orgs.join(","),
+            integrations.join(",")
+        ))
+        .await
+        .expect("seeded");
     }
 }

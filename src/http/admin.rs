@@ -327,6 +327,8 @@ async fn search_integrations(
                 "connector_type": integration.connector_type,
                 "status": integration.status,
                 "external_id": integration.external_id,
+                "metadata": serde_json::from_str::<serde_json::Value>(&integration.metadata)
+                    .unwrap_or_default(),
             },
             "actor": actor,
         }));

@@ -349,17 +349,22 @@ $("search-form").addEventListener("submit", async (event) => {
     const matching = found.integrations.filter((item) => !status || (item.actor && item.actor.status === status));
     results.replaceChildren(
       el("h2", {}, `${matching.length} integration${matching.length === 1 ? "" : "s"} found for “${text}”`),
-      ...matching.map((item) => item.actor
-        ? childRow(item.actor)
-        : el("div", { class: "row" },
-            el("span", { class: "name" }, `integration:${item.integration.id}`),
-            statusBadge(item.integration.status),
-            el("span", { class: "facts" }, [
-              item.integration.connector_type,
-              `organization ${item.integration.organization_id}`,
-              item.integration.external_id ? `account ${item.integration.external_id}` : null,
-              "no actor running",
-            ].filter(Boolean).join(" · ")))));
+      ...matching.map((item) => {
+        const shown = item.actor ? childRow(item.actor) : el("div", { class: "row" },
+          el("span", { class: "name" }, `integration:${item.integration.id}`),
+          statusBadge(item.integration.status),
+          el("span", { class: "facts" }, [
+            item.integration.connector_type,
+            `organization ${item.integration.organization_id}`,
+            item.integration.external_id ? `account ${item.integration.external_id}` : null,
+            "no actor running",
+          ].filter(Boolean).join(" · ")));
+        // What the connector keeps about the account (repositories, site, ...).
+        const metadata = JSON.stringify(item.integration.metadata || {});
+        shown.append(el("div", { class: "facts metadata" },
+          `metadata ${metadata.length > 300 ? `${metadata.slice(0, 299)}…` : metadata}`));
+        return shown;
+      }));
   } catch (error) {
     if (!(error instanceof Unauthorized)) notice(`Search failed: ${error.message}`, true);
   }
