@@ -129,6 +129,52 @@ async fn a_route_created_through_the_api_forwards_at_once_and_after_a_restart(#[
     assert_eq!(forwarded.len(), 2, "{forwarded:?}");
     assert_eq!(forwarded[1]["event_type"], "order.shipped");
 
+    // A key rotation moves the route's sealed settings under the new key too, and a
+    // daemon that reads them back signs with the same secret.
+    let before = routes::list(&db.store, &org.id).await.unwrap()[0].clone();
+    let (status, started) = daemon.post_json("/admin/vault/rotate").await;
+    assert_eq!(status, 202, "{started}");
+    let new_key = started["new_key_id"].as_str().unwrap().to_string();
+    let mut vault = Value::Null;
+    for _ in 0..200 {
+        vault = daemon.get_json("/admin/vault").await.1;
+        if vault["rotation"]["state"] == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(vault["rotation"]["report"]["route_settings"], 1, "{vault}");
+    let after = routes::list(&db.store, &org.id).await.unwrap()[0].clone();
+    assert_eq!(after.encryption_key_id.as_deref(), Some(new_key.as_str()));
+    assert_ne!(after.encryption_key_id, before.encryption_key_id);
+    assert_ne!(after.secrets, before.secrets);
+    // Read back from the store by a new daemon: the re-encrypted settings open.
+    let old_api = daemon.api.to_string();
+    daemon.stop().await;
+    let daemon = start(&db).await;
+    let url = url.replace(&old_api, &daemon.api.to_string());
+    assert_eq!(
+        deliver(&daemon, &url, &secret, "msg_5", "order.rotated").await,
+        200
+    );
+    let forwarded = received(&receiver, 3).await;
+    assert_eq!(forwarded[2]["event_type"], "order.rotated");
+    {
+        let requests = receiver.received.lock().unwrap();
+        let (headers, body) = &requests[2];
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        standard_webhooks::verify(
+            &Secret::new(route_secret.clone()),
+            header(standard_webhooks::ID),
+            header(standard_webhooks::TIMESTAMP),
+            header(standard_webhooks::SIGNATURE),
+            body,
+            Duration::from_secs(300),
+            unix_now(),
+        )
+        .expect("still signed with the route's secret");
+    }
+
     // Deleted: the next event goes nowhere.
     let (status, _) = daemon
         .call_api(&token, "/routes/delete", json!({"route_id": route_id}))
@@ -139,7 +185,7 @@ async fn a_route_created_through_the_api_forwards_at_once_and_after_a_restart(#[
         200
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.envelopes().len(), 2);
+    assert_eq!(receiver.envelopes().len(), 3);
     daemon.stop().await;
 }
 

@@ -551,6 +551,9 @@ async fn vault_status(State(state): State<Arc<AdminState>>) -> Result<Response, 
     let counts = integrations::count_by_key(store)
         .await
         .map_err(store_unavailable)?;
+    let route_counts = crate::store::routes::count_by_key(store)
+        .await
+        .map_err(store_unavailable)?;
     let keys: Vec<_> = rows
         .iter()
         .map(|row| {
@@ -564,6 +567,10 @@ async fn vault_status(State(state): State<Arc<AdminState>>) -> Result<Response, 
                 "created_at": row.created_at.and_utc().to_rfc3339(),
                 "wrapped_by": row.master_fingerprint,
                 "credentials": credentials,
+                "route_settings": route_counts
+                    .iter()
+                    .find(|(id, _)| *id == row.id)
+                    .map_or(0, |(_, n)| *n),
             })
         })
         .collect();

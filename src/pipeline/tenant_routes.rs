@@ -20,8 +20,7 @@ use crate::store::routes::{self as stored, StoredRoute};
 use crate::store::{Store, new_id, now};
 use crate::vault::{Binding, Sealed, Vault};
 
-/// What a route's sealed settings are bound to, besides its organization and id.
-const SEALED_SETTINGS: &str = "route.settings";
+use crate::store::routes::SEALED_SETTINGS;
 
 pub struct TenantRoutes {
     store: Store,

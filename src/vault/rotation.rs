@@ -1,5 +1,6 @@
-//! Online data-key rotation: a new active key, then every credential re-encrypted
-//! under it in batches, each batch one transaction, while the daemon keeps serving.
+//! Online data-key rotation: a new active key, then every credential (and every
+//! tenant route's secret settings) re-encrypted under it in batches, each batch one
+//! transaction, while the daemon keeps serving.
 //!
 //! Old keys stay in the keyring, so a crash at any point leaves every credential
 //! readable under the key its row names; running the rotation again (or starting the
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{Sealed, Vault, VaultError};
-use crate::store::{Store, integrations};
+use super::{Binding, Sealed, Vault, VaultError};
+use crate::store::{Store, integrations, routes};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RotationReport {
@@ -21,6 +22,8 @@ pub struct RotationReport {
     pub failed: usize,
     /// Credentials changed by someone else meanwhile (already under a new key).
     pub skipped: usize,
+    /// Tenant routes whose secret settings were re-encrypted.
+    pub route_settings: usize,
     #[serde(with = "humantime_serde")]
     pub took: Duration,
 }
@@ -86,6 +89,49 @@ pub async fn reencrypt(
         report.skipped += swaps.len() - swapped;
         batches += 1;
     }
+    // Routes' secret settings: few, and sealed the same way.
+    let mut after: Option<String> = None;
+    while max_batches.is_none_or(|max| batches < max) {
+        let rows = routes::secrets_not_under_key(store, &active, after.as_deref(), limit).await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = Some(last.id.clone());
+        let mut sealed_rows = Vec::with_capacity(rows.len());
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let (Some(ciphertext), Some(key_id)) =
+                (row.secrets.clone(), row.encryption_key_id.clone())
+            {
+                items.push((
+                    Binding::new(&row.organization_id, &row.id, routes::SEALED_SETTINGS),
+                    Sealed {
+                        key_id: key_id.clone(),
+                        ciphertext,
+                    },
+                ));
+                sealed_rows.push((row.id, key_id));
+            }
+        }
+        let results = vault.reencrypt(items).await?;
+        let mut swaps = Vec::with_capacity(sealed_rows.len());
+        for ((id, old_key_id), result) in sealed_rows.into_iter().zip(results) {
+            match result {
+                Ok(sealed) => swaps.push(integrations::Reencrypted {
+                    id,
+                    old_key_id,
+                    ciphertext: sealed.ciphertext,
+                    new_key_id: sealed.key_id,
+                }),
+                Err(error) => {
+                    warn!(route_id = %id, key_id = %old_key_id, error = %error, "route settings not re-encrypted");
+                    report.failed += 1;
+                }
+            }
+        }
+        report.route_settings += routes::swap_secrets(store, &swaps).await?;
+        batches += 1;
+    }
     report.took = started.elapsed();
     Ok(report)
 }
@@ -94,7 +140,8 @@ pub async fn reencrypt(
 pub async fn resume_if_needed(store: &Store, vault: &Vault, batch: usize) {
     let pending = async {
         let active = vault.status().await?.active_key.unwrap_or_default();
-        let counts = integrations::count_by_key(store).await?;
+        let mut counts = integrations::count_by_key(store).await?;
+        counts.extend(routes::count_by_key(store).await?);
         Ok::<i64, VaultError>(
             counts
                 .iter()

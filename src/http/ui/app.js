@@ -455,12 +455,13 @@ $("events-prev").addEventListener("click", () => eventPages.prev && loadEvents(e
 async function loadVault() {
   const vault = await api("/admin/vault");
   const keys = el("table", {},
-    el("thead", {}, el("tr", {}, ["key", "active", "created", "credentials", "wrapped by"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ["key", "active", "created", "credentials", "route settings", "wrapped by"].map((h) => el("th", {}, h)))),
     el("tbody", {}, vault.keys.map((key) => el("tr", {},
       el("td", {}, key.id),
       el("td", {}, key.active ? "active" : "retired"),
       el("td", {}, `${key.created_at} (${age(key.created_at)})`),
       el("td", {}, String(key.credentials)),
+      el("td", {}, String(key.route_settings ?? 0)),
       el("td", {}, key.wrapped_by || "")))));
   const rotation = vault.rotation;
   const progress = !rotation ? "No rotation since the daemon started." :
