@@ -187,6 +187,40 @@ async fn keys_on_a_named_site_install_a_webhook_whose_secret_header_guards_the_i
         );
     }
 
+    // The tenant deletes the webhook in Datadog: validation says so, and the
+    // integration stays active (its keys are good).
+    let validate_path = format!("/admin/integrations/{id}/validate");
+    let (status, validated) = daemon.post_json(&validate_path).await;
+    assert_eq!(
+        (status, &validated["valid"]),
+        (200, &json!(true)),
+        "{validated}"
+    );
+    let removed = datadog
+        .state
+        .webhooks
+        .lock()
+        .unwrap()
+        .remove(&name)
+        .unwrap();
+    let (_, validated) = daemon.post_json(&validate_path).await;
+    assert_eq!(validated["valid"], false);
+    let reason = validated["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("the webhook {name} is gone")),
+        "{reason}"
+    );
+    let (_, listed) = daemon
+        .call_api(&token, "/integrations/list", json!({}))
+        .await;
+    assert_eq!(listed["integrations"][0]["status"], "active", "{listed}");
+    datadog
+        .state
+        .webhooks
+        .lock()
+        .unwrap()
+        .insert(name.clone(), removed);
+
     // Keys revoked in Datadog: validation says so with Datadog's reason, and the
     // integration is in error.
     *datadog.state.home.lock().unwrap() = "us1".to_string();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ impl FakeDatadog {
             )
             .route(
                 "/{site}/api/v1/integration/webhooks/configuration/webhooks/{name}",
-                delete(delete_webhook),
+                get(get_webhook).delete(delete_webhook),
             )
             .route("/{site}/api/v2/events", get(list_events))
             .route("/{site}/api/v1/events", post(post_event))
@@ -238,6 +238,21 @@ async fn create_webhook(
     }
     webhooks.insert(name.to_string(), body.clone());
     Json(body).into_response()
+}
+
+async fn get_webhook(
+    State(state): Shared,
+    Path((site, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/api/v1/integration/webhooks/configuration/webhooks/{name}");
+    if let Some(refused) = refused(&state, &site, "GET", &path, &headers, true) {
+        return refused;
+    }
+    match state.webhooks.lock().unwrap().get(&name) {
+        Some(webhook) => Json(webhook.clone()).into_response(),
+        None => errors(StatusCode::NOT_FOUND, "Webhook not found"),
+    }
 }
 
 async fn delete_webhook(

@@ -239,6 +239,11 @@ fn flag(
     }
 }
 
+/// A path segment, percent-encoded.
+fn encode_path(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
 fn generate_webhook_secret() -> Secret {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -386,9 +391,32 @@ impl Connector for DatadogConnector {
         })
     }
 
+    /// The keys, then the webhook switchboard installed: a tenant who deleted it in
+    /// Datadog gets no more alerts, and the integration's health says so (its keys
+    /// are still good, so it is not put in `error`).
     async fn validate(&self, credentials: &Credentials) -> Result<(), ConnectorError> {
         let (base, keys) = self.shared.integration(credentials)?;
-        self.shared.check_keys(base, &keys).await.map(|_| ())
+        self.shared.check_keys(base, &keys).await?;
+        let Some(name) = credentials.metadata["webhook"]["name"].as_str() else {
+            return Ok(());
+        };
+        let path = format!("{WEBHOOKS_PATH}/{}", encode_path(name));
+        match self
+            .shared
+            .api
+            .call(base, &keys, Method::GET, &path, None, Wait::No)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(DatadogError::NotFound(_)) => Err(ConnectorError::Invalid(format!(
+                "the webhook {name} is gone from the Datadog org: monitors that mention \
+                 @webhook-{name} notify nobody; connect again to install it"
+            ))),
+            Err(DatadogError::Refused { status, message }) => Err(ConnectorError::Invalid(
+                format!("the webhook {name} could not be checked ({status}): {message}"),
+            )),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Deletes the webhook switchboard installed (one already gone is fine).
@@ -397,10 +425,7 @@ impl Connector for DatadogConnector {
             return Err(ConnectorError::NotSupported);
         };
         let (base, keys) = self.shared.integration(credentials)?;
-        let path = format!(
-            "{WEBHOOKS_PATH}/{}",
-            url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
-        );
+        let path = format!("{WEBHOOKS_PATH}/{}", encode_path(name));
         match self
             .shared
             .api
