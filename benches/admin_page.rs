@@ -13,18 +13,15 @@
 mod browser;
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchboard::config::Config;
 use switchboard::connectors::ConnectorSet;
-use switchboard::store::Store;
 use switchboard::{Daemon, Shutdown};
 
 use browser::Browser;
-use common::{Idle, seed};
+use common::Idle;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -57,21 +54,7 @@ async fn until_value(browser: &Browser, script: &str) -> Value {
 
 async fn run(count: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [database]\nurl = \"sqlite://{}/bench.db\"\n[vault]\nmaster_key = \"{}\"\n\
-         [log]\nlevel = \"warn\"\n",
-        dir.path().display(),
-        {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode([3u8; 32])
-        },
-    );
-    let config = Config::parse(&text, Path::new("."), &|_| None).expect("config");
-    let store = Store::connect(&config.database).expect("store");
-    store.migrate().await.expect("migrated");
-    seed(&store, count).await;
-    drop(store);
+    let (config, _) = common::seeded_config(dir.path(), count, "").await;
     let shutdown = Shutdown::new();
     let daemon = Daemon::start_with(
         &config,

@@ -6,16 +6,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard::config::Config;
 use switchboard::connectors::{ConnectorSet, Credentials};
-use switchboard::store::{self, Store};
+use switchboard::store;
 use switchboard::{Daemon, Shutdown};
 
-use common::{Idle, seed};
+use common::Idle;
 
 /// The daemon binary's allocator, so that the figures are the daemon's; counting the
 /// bytes live on the heap, so that they can be told apart from the allocator's own.
@@ -221,27 +219,9 @@ async fn parts() {
 
 async fn run(count: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [database]\nurl = \"sqlite://{}/bench.db\"\n[vault]\nmaster_key = \"{}\"\n\
-         [log]\nlevel = \"warn\"\n{}",
-        dir.path().display(),
-        {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode([3u8; 32])
-        },
-        std::env::var("BENCH_EXTRA_CONFIG").unwrap_or_default()
-    );
-    let config = Config::parse(&text, Path::new("."), &|_| None).expect("config");
-    let store = Store::connect(&config.database).expect("store");
-    store.migrate().await.expect("migrated");
-    let seeded = Instant::now();
-    seed(&store, count).await;
-    println!(
-        "seeded {count} active integrations in {:.2?}",
-        seeded.elapsed()
-    );
-    drop(store);
+    let extra = std::env::var("BENCH_EXTRA_CONFIG").unwrap_or_default();
+    let (config, seeding) = common::seeded_config(dir.path(), count, &extra).await;
+    println!("seeded {count} active integrations in {seeding:.2?}");
 
     parts().await;
     let rss_before = resident_mib();

@@ -84,6 +84,33 @@ impl Connector for Idle {
     }
 }
 
+/// A daemon's configuration on a SQLite store in `dir` (loopback listeners on free
+/// ports, logs at `warn`, plus `extra`) whose store holds `count` active integrations
+/// of the `bench` connector; and how long seeding them took.
+pub async fn seeded_config(
+    dir: &std::path::Path,
+    count: usize,
+    extra: &str,
+) -> (switchboard::config::Config, Duration) {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [database]\nurl = \"sqlite://{}/bench.db\"\n[vault]\nmaster_key = \"{}\"\n\
+         [log]\nlevel = \"warn\"\n{extra}",
+        dir.display(),
+        {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode([3u8; 32])
+        },
+    );
+    let config = switchboard::config::Config::parse(&text, std::path::Path::new("."), &|_| None)
+        .expect("config");
+    let store = Store::connect(&config.database).expect("store");
+    store.migrate().await.expect("migrated");
+    let started = std::time::Instant::now();
+    seed(&store, count).await;
+    (config, started.elapsed())
+}
+
 /// `count` active integrations of the `bench` connector, each in an organization of its
 /// own (`tenant-<n>`), written straight into a SQLite store.
 pub async fn seed(store: &Store, count: usize) {

@@ -178,3 +178,54 @@ pub fn utf8_payload(body: &Bytes) -> Result<String, IngressError> {
         )
     })
 }
+
+/// The secrets an ingress checks each integration's requests against (a generic
+/// webhook's signing secret, Datadog's header secret), read from the vault once and
+/// kept, so that a webhook costs no vault round trip. A request the cached secret
+/// refuses is checked again with the vault's (the secret may have changed) before it
+/// is refused.
+pub struct SecretCache {
+    credential_type: &'static str,
+    secrets: std::sync::Mutex<std::collections::HashMap<String, crate::secret::Secret>>,
+}
+
+impl SecretCache {
+    pub fn new(credential_type: &'static str) -> Self {
+        Self {
+            credential_type,
+            secrets: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Runs `check` with the integration's secret: the cached one, then, if that fails
+    /// or none is cached, the vault's. The outcome is the last check's.
+    pub async fn check<T, E>(
+        &self,
+        context: Option<&super::ConnectorContext>,
+        integration: &Integration,
+        check: impl Fn(&crate::secret::Secret) -> Result<T, E>,
+    ) -> Result<Result<T, E>, IngressError> {
+        let cached = crate::lock(&self.secrets).get(&integration.id).cloned();
+        if let Some(Ok(passed)) = cached.as_ref().map(&check) {
+            return Ok(Ok(passed));
+        }
+        let context =
+            context.ok_or_else(|| IngressError::unavailable("the connector is starting, retry"))?;
+        let loaded = context.credentials.load(integration).await.map_err(|error| {
+            tracing::warn!(integration_id = %integration.id, credential = self.credential_type, error = %error, "webhook secret unavailable");
+            IngressError::unavailable("the webhook's secret is unavailable, retry")
+        })?;
+        let secret = loaded
+            .get(self.credential_type)
+            .cloned()
+            .ok_or_else(|| IngressError::not_found("no such webhook"))?;
+        let outcome = check(&secret);
+        crate::lock(&self.secrets).insert(integration.id.clone(), secret);
+        Ok(outcome)
+    }
+
+    /// Drops an integration's secret (it was revoked).
+    pub fn forget(&self, integration_id: &str) {
+        crate::lock(&self.secrets).remove(integration_id);
+    }
+}

@@ -81,6 +81,15 @@ pub enum AuthorizationStart {
     ApiKey { fields: Vec<String> },
 }
 
+impl AuthorizationStart {
+    /// The api_key flow, asking for these credential fields.
+    pub fn api_key(fields: &[&str]) -> Self {
+        AuthorizationStart::ApiKey {
+            fields: fields.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
 /// What a connector is told when a tenant starts authorizing.
 #[derive(Debug, Clone)]
 pub struct AuthorizeRequest {
@@ -105,6 +114,28 @@ pub struct CallbackRequest {
     /// Credentials entered by the tenant (the api_key flow).
     pub credentials: BTreeMap<String, Secret>,
     pub redirect_url: String,
+}
+
+impl CallbackRequest {
+    /// The credential fields the tenant posted, refusing one the `provider` does not
+    /// take (the error names those it does).
+    pub fn fields_among(
+        &self,
+        known: &[&str],
+        provider: &str,
+    ) -> Result<&BTreeMap<String, Secret>, ConnectorError> {
+        match self
+            .credentials
+            .keys()
+            .find(|k| !known.contains(&k.as_str()))
+        {
+            Some(unknown) => Err(ConnectorError::Invalid(format!(
+                "credentials.{unknown} is not a {provider} field (it takes: {})",
+                known.join(", ")
+            ))),
+            None => Ok(&self.credentials),
+        }
+    }
 }
 
 /// One credential in plaintext, on its way to or from the vault.

@@ -274,19 +274,11 @@ impl Connector for DatadogConnector {
         &self,
         _request: &AuthorizeRequest,
     ) -> Result<AuthorizationStart, ConnectorError> {
-        Ok(AuthorizationStart::ApiKey {
-            fields: FIELDS.iter().map(ToString::to_string).collect(),
-        })
+        Ok(AuthorizationStart::api_key(&FIELDS))
     }
 
     async fn complete(&self, request: &CallbackRequest) -> Result<Authorized, ConnectorError> {
-        let fields = &request.credentials;
-        if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(ConnectorError::Invalid(format!(
-                "credentials.{unknown} is not a Datadog field (it takes: {})",
-                FIELDS.join(", ")
-            )));
-        }
+        let fields = request.fields_among(&FIELDS, "Datadog")?;
         let required = |name: &str| {
             fields
                 .get(name)

@@ -5,17 +5,14 @@
 //! ([`SECRET_HEADER`]); it is compared in constant time with the one in the vault,
 //! and a request without it, or with another, stores nothing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use tracing::warn;
+use std::sync::Arc;
 
 use super::Shared;
 use super::events::DatadogEvent;
 use crate::connectors::ingress::{
-    self, Account, Endpoint, IncomingEvent, Ingress, IngressError, Received, WebhookRequest,
+    self, Account, Endpoint, IncomingEvent, Ingress, IngressError, Received, SecretCache,
+    WebhookRequest,
 };
-use crate::lock;
 use crate::secret::Secret;
 use crate::store::events::DeliveryScope;
 use crate::store::integrations::Integration;
@@ -35,37 +32,16 @@ pub fn webhook_url(public_url: &str, integration_id: &str) -> String {
 
 pub struct DatadogIngress {
     pub shared: Arc<Shared>,
-    /// Webhook secrets by integration, so that a webhook costs no vault round trip.
-    /// A mismatch looks the secret up again before refusing.
-    secrets: Mutex<HashMap<String, Secret>>,
+    /// Webhook secrets by integration.
+    secrets: SecretCache,
 }
 
 impl DatadogIngress {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
-            secrets: Mutex::default(),
+            secrets: SecretCache::new(WEBHOOK_SECRET),
         }
-    }
-
-    async fn stored_secret(&self, integration: &Integration) -> Result<Secret, IngressError> {
-        let context = self
-            .shared
-            .context
-            .get()
-            .ok_or_else(|| IngressError::unavailable("the connector is starting, retry"))?;
-        let loaded = context
-            .credentials
-            .load(integration)
-            .await
-            .map_err(|error| {
-                warn!(integration_id = %integration.id, error = %error, "Datadog webhook secret unavailable");
-                IngressError::unavailable("the webhook secret is unavailable, retry")
-            })?;
-        loaded
-            .get(WEBHOOK_SECRET)
-            .cloned()
-            .ok_or_else(|| IngressError::not_found("no such webhook"))
     }
 
     async fn check_secret(
@@ -73,21 +49,21 @@ impl DatadogIngress {
         integration: &Integration,
         presented: &str,
     ) -> Result<(), IngressError> {
-        let cached = lock(&self.secrets).get(&integration.id).cloned();
-        if cached.is_some_and(|secret| secret.matches(presented)) {
-            return Ok(());
-        }
-        // Not cached yet, or the secret changed: ask the vault.
-        let secret = self.stored_secret(integration).await?;
-        let matches = secret.matches(presented);
-        lock(&self.secrets).insert(integration.id.clone(), secret);
-        if matches {
-            Ok(())
-        } else {
-            Err(IngressError::invalid_signature(format!(
-                "the {SECRET_HEADER} header does not match this webhook's secret"
-            )))
-        }
+        let matches = |secret: &Secret| {
+            if secret.matches(presented) {
+                Ok(())
+            } else {
+                Err(())
+            }
+        };
+        self.secrets
+            .check(self.shared.context.get(), integration, matches)
+            .await?
+            .map_err(|()| {
+                IngressError::invalid_signature(format!(
+                    "the {SECRET_HEADER} header does not match this webhook's secret"
+                ))
+            })
     }
 }
 
@@ -125,6 +101,6 @@ impl Ingress for DatadogIngress {
     }
 
     fn forget(&self, integration_id: &str) {
-        lock(&self.secrets).remove(integration_id);
+        self.secrets.forget(integration_id);
     }
 }

@@ -125,21 +125,13 @@ impl Connector for GcpConnector {
         &self,
         _request: &AuthorizeRequest,
     ) -> Result<AuthorizationStart, ConnectorError> {
-        Ok(AuthorizationStart::ApiKey {
-            fields: FIELDS.iter().map(ToString::to_string).collect(),
-        })
+        Ok(AuthorizationStart::api_key(&FIELDS))
     }
 
     /// Checks the key, mints its first access token (which proves Google accepts
     /// it), and keeps both; the push settings go in the metadata.
     async fn complete(&self, request: &CallbackRequest) -> Result<Authorized, ConnectorError> {
-        let fields = &request.credentials;
-        if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(ConnectorError::Invalid(format!(
-                "credentials.{unknown} is not a GCP field (it takes: {})",
-                FIELDS.join(", ")
-            )));
-        }
+        let fields = request.fields_among(&FIELDS, "GCP")?;
         let json = fields.get(SERVICE_ACCOUNT_KEY).ok_or_else(|| {
             ConnectorError::Invalid(format!(
                 "credentials.{SERVICE_ACCOUNT_KEY} is required: the key file's JSON"

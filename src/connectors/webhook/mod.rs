@@ -6,28 +6,25 @@
 //! Webhooks way (see [`crate::pipeline::standard_webhooks`]); `webhook-id` is the
 //! de-duplication id, and the payload's `type` (when it has one) the event type.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tracing::warn;
 
 use super::ingress::{
-    self, Account, Endpoint, IncomingEvent, Ingress, IngressError, Received, WebhookRequest,
+    self, Account, Endpoint, IncomingEvent, Ingress, IngressError, Received, SecretCache,
+    WebhookRequest,
 };
 use super::section::Section;
 use super::{
     AuthorizationStart, AuthorizeRequest, Authorized, CallbackRequest, Connector, ConnectorContext,
     ConnectorError, CredentialValue, Credentials, Provider,
 };
-use crate::lock;
 use crate::pipeline::standard_webhooks;
 use crate::problem::Problem;
 use crate::secret::Secret;
 use crate::store::events::DeliveryScope;
-use crate::store::integrations::Integration;
 
 pub const NAME: &str = "webhook";
 /// The credential type of the signing secret.
@@ -76,9 +73,8 @@ pub struct WebhookConnector {
 /// Verifies generic webhooks with each integration's own signing secret.
 struct WebhookIngress {
     timestamp_tolerance: Duration,
-    /// Signing secrets by integration, so that a webhook costs no vault round trip.
-    /// A failed verification looks the secret up again before refusing.
-    secrets: Mutex<HashMap<String, Secret>>,
+    /// Signing secrets by integration.
+    secrets: SecretCache,
     context: OnceLock<ConnectorContext>,
 }
 
@@ -87,7 +83,7 @@ impl WebhookConnector {
         Self {
             ingress: Arc::new(WebhookIngress {
                 timestamp_tolerance: config.timestamp_tolerance,
-                secrets: Mutex::default(),
+                secrets: SecretCache::new(SIGNING_SECRET),
                 context: OnceLock::new(),
             }),
         }
@@ -116,27 +112,6 @@ pub fn webhook_url(public_url: &str, integration_id: &str) -> String {
     )
 }
 
-impl WebhookIngress {
-    async fn signing_secret(&self, integration: &Integration) -> Result<Secret, IngressError> {
-        let context = self
-            .context
-            .get()
-            .ok_or_else(|| IngressError::unavailable("the connector is starting, retry"))?;
-        let loaded = context
-            .credentials
-            .load(integration)
-            .await
-            .map_err(|error| {
-                warn!(integration_id = %integration.id, error = %error, "signing secret unavailable");
-                IngressError::unavailable("the signing secret is unavailable, retry")
-            })?;
-        loaded
-            .get(SIGNING_SECRET)
-            .cloned()
-            .ok_or_else(|| IngressError::not_found("no such webhook"))
-    }
-}
-
 #[async_trait::async_trait]
 impl Ingress for WebhookIngress {
     fn endpoints(&self) -> Vec<Endpoint> {
@@ -158,18 +133,11 @@ impl Ingress for WebhookIngress {
                 standard_webhooks::unix_now(),
             )
         };
-        let cached = lock(&self.secrets).get(&integration.id).cloned();
-        let verified = match cached.as_ref().map(verify) {
-            Some(Ok(timestamp)) => Ok(timestamp),
-            // Not cached yet, or the secret may have changed: ask the vault.
-            _ => {
-                let secret = self.signing_secret(integration).await?;
-                let outcome = verify(&secret);
-                lock(&self.secrets).insert(integration.id.clone(), secret);
-                outcome
-            }
-        };
-        let timestamp = verified.map_err(IngressError::invalid_signature)?;
+        let timestamp = self
+            .secrets
+            .check(self.context.get(), integration, verify)
+            .await?
+            .map_err(IngressError::invalid_signature)?;
         let event = IncomingEvent {
             delivery_id: ingress::delivery_id(
                 standard_webhooks::ID,
@@ -189,7 +157,7 @@ impl Ingress for WebhookIngress {
     }
 
     fn forget(&self, integration_id: &str) {
-        lock(&self.secrets).remove(integration_id);
+        self.secrets.forget(integration_id);
     }
 }
 
