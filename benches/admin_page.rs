@@ -68,20 +68,7 @@ async fn run(count: usize) {
     let http = reqwest::Client::new();
     common::wait_ready(&http, admin).await;
     // Every actor runs once the connector's summary counts them all.
-    loop {
-        let summary: Value = http
-            .get(format!("http://{admin}/admin/connectors/bench?depth=0"))
-            .send()
-            .await
-            .expect("summary")
-            .json()
-            .await
-            .expect("JSON");
-        if summary["details"]["children_by_status"]["running"].as_u64() == Some(count as u64) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::all_running(&http, admin, count).await;
     println!("{count} integrations running");
 
     // Before the page: the whole tree as JSON (every child listed).

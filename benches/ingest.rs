@@ -420,30 +420,32 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
     let task = tokio::spawn(daemon.run_until_shutdown());
     let http = reqwest::Client::new();
     common::wait_ready(&http, admin).await;
-    let call = |path: &str, body: serde_json::Value| {
-        http.post(format!("http://{api}{path}"))
-            .bearer_auth(token.expose())
-            .json(&body)
-            .send()
+    // Authorizes a connector for the bench's organization and completes it with
+    // `fields`: the callback's answer.
+    let connect = async |connector: &str, fields: serde_json::Value| -> serde_json::Value {
+        let call = async |path: &str, body: serde_json::Value| -> serde_json::Value {
+            http.post(format!("http://{api}{path}"))
+                .bearer_auth(token.expose())
+                .json(&body)
+                .send()
+                .await
+                .expect("the tenant API answers")
+                .json()
+                .await
+                .expect("JSON")
+        };
+        let started = call(
+            "/integrations/authorize",
+            json!({"connector_type": connector}),
+        )
+        .await;
+        let mut callback = json!({"connector_type": connector, "state": started["state"]});
+        if let (Some(callback), Some(fields)) = (callback.as_object_mut(), fields.as_object()) {
+            callback.extend(fields.clone());
+        }
+        call("/integrations/callback", callback).await
     };
-    let started: serde_json::Value = call(
-        "/integrations/authorize",
-        json!({"connector_type": "webhook"}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let done: serde_json::Value = call(
-        "/integrations/callback",
-        json!({"connector_type": "webhook", "state": started["state"]}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let done = connect("webhook", json!({})).await;
     let generic_path = done["reveal"]["url"]
         .as_str()
         .unwrap()
@@ -452,26 +454,12 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
         .unwrap()
         .to_string();
     let secret = Secret::new(done["reveal"]["signing_secret"].as_str().unwrap());
-    let started: serde_json::Value = call(
-        "/integrations/authorize",
-        json!({"connector_type": "datadog"}),
+    let done = connect(
+        "datadog",
+        json!({"credentials": {"api_key": fake_datadog::API_KEY,
+               "application_key": fake_datadog::APPLICATION_KEY, "site": "us1"}}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let done: serde_json::Value = call(
-        "/integrations/callback",
-        json!({"connector_type": "datadog", "state": started["state"], "credentials": {
-            "api_key": fake_datadog::API_KEY, "application_key": fake_datadog::APPLICATION_KEY,
-            "site": "us1"}}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     let datadog_id = done["integration"]["id"]
         .as_str()
         .expect("Datadog connected");

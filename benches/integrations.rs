@@ -252,20 +252,7 @@ async fn run(count: usize) {
     }
     let ready = started.elapsed();
     // Every actor runs once the connector's summary counts them all.
-    let summary = loop {
-        let summary: serde_json::Value = http
-            .get(format!("http://{admin}/admin/connectors/bench?depth=0"))
-            .send()
-            .await
-            .expect("connector")
-            .json()
-            .await
-            .expect("json");
-        if summary["details"]["children_by_status"]["running"].as_u64() == Some(count as u64) {
-            break summary;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let summary = common::all_running(&http, admin, count).await;
     // Each actor's first look at its queue (one query each) is in flight for a few
     // seconds after they all run: measured once the heap settles.
     let settle = Instant::now();

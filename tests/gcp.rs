@@ -319,12 +319,11 @@ async fn push_tokens_are_verified_against_googles_rotating_keys() {
 
 mod renewal {
     use super::*;
-    use common::memory_credentials::MemoryCredentials;
+    use common::memory_credentials::{MemoryCredentials, spawn_actor};
     use switchboard::connectors::{CallbackRequest, Connector};
-    use switchboard::integration::{IntegrationActor, IntegrationArgs, IntegrationServices};
     use switchboard::secret::Secret;
     use switchboard::store::integrations::Integration;
-    use switchboard_actors::{Backoff, BreakerConfig};
+    use switchboard_actors::BreakerConfig;
 
     fn connector(google: &FakeGoogle) -> Arc<dyn Connector> {
         let sections: std::collections::BTreeMap<String, toml::Table> =
@@ -372,35 +371,16 @@ mod renewal {
             })
             .await
             .expect("connects");
-        let expires_at = authorized
-            .credentials
-            .iter()
-            .filter_map(|c| c.expires_at)
-            .min();
         let store = Arc::new(MemoryCredentials::default());
         *store.values.lock().unwrap() = authorized.credentials;
-        let services = Arc::new(IntegrationServices {
+        let actor = spawn_actor(
             connector,
-            credentials: Arc::clone(&store) as _,
-            breaker: BreakerConfig::default(),
-            refresh_margin: Duration::from_secs(5 * 60),
-            refresh_attempts: 3,
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
-            validation_spread: Duration::ZERO,
-            poll_interval: Duration::from_secs(60),
-            pipeline: None,
-        });
-        let (actor, _) = ractor::Actor::spawn(
-            None,
-            IntegrationActor,
-            IntegrationArgs {
-                integration: integration(),
-                expires_at,
-                services,
-            },
+            Arc::clone(&store),
+            integration(),
+            BreakerConfig::default(),
+            Duration::from_secs(5 * 60),
         )
-        .await
-        .unwrap();
+        .await;
         let token = |store: &MemoryCredentials| {
             store
                 .values

@@ -572,14 +572,12 @@ async fn installation_events_update_suspend_and_revoke_the_integration() {
 mod connector {
     //! The connector alone, with the fake: tokens, refresh and rate limits.
     use super::*;
-    use common::memory_credentials::MemoryCredentials;
+    use common::memory_credentials::{MemoryCredentials, spawn_actor};
     use switchboard::connectors::github::{GithubConfig, GithubConnector, INSTALLATION_TOKEN};
     use switchboard::connectors::{Connector, ConnectorError, Credentials};
-    use switchboard::integration::{
-        IntegrationActor, IntegrationArgs, IntegrationMsg, IntegrationServices,
-    };
+    use switchboard::integration::IntegrationMsg;
     use switchboard::store::integrations::Integration;
-    use switchboard_actors::{Backoff, BreakerConfig};
+    use switchboard_actors::BreakerConfig;
 
     fn connector(github: &FakeGithub) -> GithubConnector {
         let text = github.config_section();
@@ -748,32 +746,15 @@ mod connector {
         connector: GithubConnector,
         store: Arc<MemoryCredentials>,
     ) -> ractor::ActorRef<IntegrationMsg> {
-        let first = connector.refresh(&credentials("42")).await.unwrap();
-        let expires_at = first[0].expires_at;
-        *store.values.lock().unwrap() = first;
-        let services = Arc::new(IntegrationServices {
-            connector: Arc::new(connector),
-            credentials: store,
-            breaker: BreakerConfig::default(),
-            refresh_margin: Duration::from_secs(5 * 60),
-            refresh_attempts: 3,
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
-            validation_spread: Duration::ZERO,
-            poll_interval: Duration::from_secs(60),
-            pipeline: None,
-        });
-        let (actor, _) = ractor::Actor::spawn(
-            None,
-            IntegrationActor,
-            IntegrationArgs {
-                integration: integration("42"),
-                expires_at,
-                services,
-            },
+        *store.values.lock().unwrap() = connector.refresh(&credentials("42")).await.unwrap();
+        spawn_actor(
+            Arc::new(connector),
+            store,
+            integration("42"),
+            BreakerConfig::default(),
+            Duration::from_secs(5 * 60),
         )
         .await
-        .unwrap();
-        actor
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::memory_credentials::MemoryCredentials;
+use common::memory_credentials::{MemoryCredentials, spawn_actor};
 use common::test_connector::TestConnector;
 use switchboard::connectors::{Connector, CredentialValue};
-use switchboard::integration::{
-    IntegrationActor, IntegrationArgs, IntegrationMsg, IntegrationServices,
-};
+use switchboard::integration::IntegrationMsg;
 use switchboard::secret::Secret;
 use switchboard::store::integrations::Integration;
-use switchboard_actors::{Backoff, BreakerConfig, HealthReport};
+use switchboard_actors::{BreakerConfig, HealthReport};
 
 fn integration() -> Integration {
     let now = switchboard::store::now();
@@ -50,33 +48,19 @@ async fn start(
             expires_at: None,
         },
     ];
-    let services = Arc::new(IntegrationServices {
-        connector: connector as Arc<dyn Connector>,
-        credentials: store,
-        breaker: BreakerConfig {
-            sliding_window_size: 4,
-            minimum_calls: 4,
-            ..BreakerConfig::default()
-        },
-        refresh_margin: Duration::from_secs(15 * 60),
-        refresh_attempts: 3,
-        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
-        validation_spread: Duration::ZERO,
-        poll_interval: Duration::from_secs(60),
-        pipeline: None,
-    });
-    let (actor, _) = ractor::Actor::spawn(
-        None,
-        IntegrationActor,
-        IntegrationArgs {
-            integration: integration(),
-            expires_at: Some(expires_at),
-            services,
-        },
+    let breaker = BreakerConfig {
+        sliding_window_size: 4,
+        minimum_calls: 4,
+        ..BreakerConfig::default()
+    };
+    spawn_actor(
+        connector as Arc<dyn Connector>,
+        store,
+        integration(),
+        breaker,
+        Duration::from_secs(15 * 60),
     )
     .await
-    .expect("spawns");
-    actor
 }
 
 async fn report(actor: &ractor::ActorRef<IntegrationMsg>) -> HealthReport {

@@ -43,6 +43,23 @@ async fn deliver(daemon: &TestDaemon, url: &str, secret: &Secret, id: &str, kind
         .0
 }
 
+/// The receiver's `index`th request is signed with `secret` (Standard Webhooks).
+fn assert_signed(receiver: &Receiver, index: usize, secret: &str) {
+    let requests = receiver.received.lock().unwrap();
+    let (headers, body) = &requests[index];
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    standard_webhooks::verify(
+        &Secret::new(secret),
+        header(standard_webhooks::ID),
+        header(standard_webhooks::TIMESTAMP),
+        header(standard_webhooks::SIGNATURE),
+        body,
+        Duration::from_secs(300),
+        unix_now(),
+    )
+    .unwrap_or_else(|e| panic!("request {index} is not signed with the route's secret: {e:?}"));
+}
+
 #[rstest]
 #[case::sqlite(Db::Sqlite)]
 #[case::postgres(Db::Postgres)]
@@ -84,21 +101,7 @@ async fn a_route_created_through_the_api_forwards_at_once_and_after_a_restart(#[
     assert_eq!(forwarded.len(), 1, "{forwarded:?}");
     assert_eq!(forwarded[0]["event_type"], "order.created");
     // Signed with the generated secret.
-    {
-        let requests = receiver.received.lock().unwrap();
-        let (headers, body) = &requests[0];
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        standard_webhooks::verify(
-            &Secret::new(route_secret.clone()),
-            header(standard_webhooks::ID),
-            header(standard_webhooks::TIMESTAMP),
-            header(standard_webhooks::SIGNATURE),
-            body,
-            Duration::from_secs(300),
-            unix_now(),
-        )
-        .expect("signed with the generated secret");
-    }
+    assert_signed(&receiver, 0, &route_secret);
 
     // Listed without its secret; stored without it in the clear.
     let (status, listed) = daemon.call_api(&token, "/routes/list", json!({})).await;
@@ -159,21 +162,7 @@ async fn a_route_created_through_the_api_forwards_at_once_and_after_a_restart(#[
     );
     let forwarded = received(&receiver, 3).await;
     assert_eq!(forwarded[2]["event_type"], "order.rotated");
-    {
-        let requests = receiver.received.lock().unwrap();
-        let (headers, body) = &requests[2];
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        standard_webhooks::verify(
-            &Secret::new(route_secret.clone()),
-            header(standard_webhooks::ID),
-            header(standard_webhooks::TIMESTAMP),
-            header(standard_webhooks::SIGNATURE),
-            body,
-            Duration::from_secs(300),
-            unix_now(),
-        )
-        .expect("still signed with the route's secret");
-    }
+    assert_signed(&receiver, 2, &route_secret);
 
     // Deleted: the next event goes nowhere.
     let (status, _) = daemon

@@ -84,6 +84,29 @@ impl Connector for Idle {
     }
 }
 
+/// Waits until every one of `count` integrations of the `bench` connector runs: its
+/// summary (`/admin/connectors/bench?depth=0`) then.
+pub async fn all_running(
+    http: &reqwest::Client,
+    admin: SocketAddr,
+    count: usize,
+) -> serde_json::Value {
+    loop {
+        let summary: serde_json::Value = http
+            .get(format!("http://{admin}/admin/connectors/bench?depth=0"))
+            .send()
+            .await
+            .expect("the connector's summary")
+            .json()
+            .await
+            .expect("JSON");
+        if summary["details"]["children_by_status"]["running"].as_u64() == Some(count as u64) {
+            return summary;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A daemon's configuration on a SQLite store in `dir` (loopback listeners on free
 /// ports, logs at `warn`, plus `extra`) whose store holds `count` active integrations
 /// of the `bench` connector; and how long seeding them took.

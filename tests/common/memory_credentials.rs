@@ -1,10 +1,14 @@
 //! Credentials kept in memory, for integration actors started without a store.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use switchboard::connectors::{CredentialValue, Credentials};
-use switchboard::integration::CredentialStore;
+use switchboard::connectors::{Connector, CredentialValue, Credentials};
+use switchboard::integration::{
+    CredentialStore, IntegrationActor, IntegrationArgs, IntegrationMsg, IntegrationServices,
+};
 use switchboard::store::integrations::Integration;
+use switchboard_actors::{Backoff, BreakerConfig};
 
 /// What the actor saved last, and every status, metadata and audit it recorded.
 #[derive(Default)]
@@ -54,4 +58,47 @@ impl CredentialStore for MemoryCredentials {
             .unwrap()
             .push(format!("{action} {details}"));
     }
+}
+
+/// Spawns an IntegrationActor for `integration` on `connector`, its credentials kept
+/// in `store` (expiring at the earliest `expires_at` of those there): no pipeline, no
+/// validation spread, retries backing off from 1 s to 10 s. What the credential
+/// lifecycle tests run, usually under paused time.
+pub async fn spawn_actor(
+    connector: Arc<dyn Connector>,
+    store: Arc<MemoryCredentials>,
+    integration: Integration,
+    breaker: BreakerConfig,
+    refresh_margin: Duration,
+) -> ractor::ActorRef<IntegrationMsg> {
+    let expires_at = store
+        .values
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.expires_at)
+        .min();
+    let services = Arc::new(IntegrationServices {
+        connector,
+        credentials: store,
+        breaker,
+        refresh_margin,
+        refresh_attempts: 3,
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
+        validation_spread: Duration::ZERO,
+        poll_interval: Duration::from_secs(60),
+        pipeline: None,
+    });
+    let (actor, _) = ractor::Actor::spawn(
+        None,
+        IntegrationActor,
+        IntegrationArgs {
+            integration,
+            expires_at,
+            services,
+        },
+    )
+    .await
+    .expect("the integration actor spawns");
+    actor
 }
