@@ -205,9 +205,20 @@ async fn push_tokens_are_verified_against_googles_rotating_keys() {
         found["events"].as_array().unwrap().clone()
     };
 
-    // A Cloud Monitoring incident, typed; its redelivery stored once.
+    // Google's keys out of reach: the push is refused as unavailable (Pub/Sub
+    // retries), and again until the refetch interval has passed.
     let opened = delivery("4610221043851234", &incident("open"));
     let valid = push_token(0, &url, json!({}));
+    google.state.jwks_down.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        let (status, refused) = push(http, &url, Some(&valid), &opened).await;
+        assert_eq!(status, 503, "{refused}");
+    }
+    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 1);
+    google.state.jwks_down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // A Cloud Monitoring incident, typed; its redelivery stored once.
     let (status, answer) = push(http, &url, Some(&valid), &opened).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["duplicate"], false);
@@ -225,7 +236,7 @@ async fn push_tokens_are_verified_against_googles_rotating_keys() {
         found[0]["payload"]["attributes"]["origin"],
         "cloud-monitoring"
     );
-    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 2);
 
     // Tokens that are not Pub/Sub's for this integration store nothing.
     let other = delivery("4610221043859999", &incident("closed"));
@@ -274,11 +285,11 @@ async fn push_tokens_are_verified_against_googles_rotating_keys() {
     let rotated = push_token(1, &url, json!({}));
     let (status, _) = push(http, &url, Some(&rotated), &other).await;
     assert_eq!(status, 401);
-    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 2);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (status, answer) = push(http, &url, Some(&rotated), &other).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 3);
     // A made-up key id costs at most one fetch per interval, however often it comes.
     let forged = sign(
         0,
@@ -290,7 +301,7 @@ async fn push_tokens_are_verified_against_googles_rotating_keys() {
         let (status, _) = push(http, &url, Some(&forged), &other).await;
         assert_eq!(status, 401);
     }
-    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(google.state.jwks_fetches.load(Ordering::SeqCst), 3);
 
     let found = stored().await;
     assert_eq!(found[0]["event_type"], "monitoring.incident.closed");

@@ -59,6 +59,8 @@ pub struct FakeGoogleState {
     /// The kids Google's JWKS lists now (indexes into [`OIDC_KEYS`]).
     pub published: Mutex<Vec<usize>>,
     pub jwks_fetches: AtomicU32,
+    /// The JWKS endpoint answers 503 while set.
+    pub jwks_down: AtomicBool,
 }
 
 pub struct FakeGoogle {
@@ -323,6 +325,9 @@ async fn project(State(state): Shared, Path(id): Path<String>, headers: HeaderMa
 
 async fn certs(State(state): Shared) -> Response {
     state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if state.jwks_down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let keys: Vec<Value> = state
         .published
         .lock()

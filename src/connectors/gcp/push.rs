@@ -106,6 +106,12 @@ impl PushIngress {
             .fetched_at
             .is_some_and(|at| at.elapsed() < interval);
         if recent {
+            // No keys at all: the last fetch failed, and Pub/Sub will retry.
+            if lock(&self.keys).by_kid.is_empty() {
+                return Err(IngressError::unavailable(
+                    "Google's signing keys could not be fetched, retry",
+                ));
+            }
             return Err(refused(format!(
                 "the token is signed with a key Google does not list ({kid})"
             )));
