@@ -11,7 +11,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every `.rs` file under `path` (or `path` itself).
+/// Every source file under `path` (or `path` itself): Rust, and the admin page's
+/// HTML, CSS and JavaScript.
 fn sources(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {
         return vec![path.to_path_buf()];
@@ -21,7 +22,10 @@ fn sources(path: &Path) -> Vec<PathBuf> {
         let path = entry.unwrap().path();
         if path.is_dir() {
             found.extend(sources(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
+        } else if path
+            .extension()
+            .is_some_and(|e| ["rs", "js", "html", "css"].iter().any(|x| e == *x))
+        {
             found.push(path);
         }
     }

@@ -239,7 +239,7 @@ function lastError(report) {
   return el("div", { class: "last-error" }, `last error${when}: ${report.last_error}`);
 }
 
-/// The name after the kind: `connector:github` → `github`.
+/// The name after the kind: `connector:webhook` → `webhook`.
 function bare(name) {
   const at = name.indexOf(":");
   return at < 0 ? name : name.slice(at + 1);
