@@ -464,8 +464,13 @@ async function loadVault() {
       el("td", {}, String(key.route_settings ?? 0)),
       el("td", {}, key.wrapped_by || "")))));
   const rotation = vault.rotation;
+  // While a rotation runs, what is still under an older key is what is left to do.
+  const left = vault.keys
+    .filter((key) => key.id !== vault.active_key)
+    .reduce((sum, key) => sum + key.credentials + (key.route_settings || 0), 0);
   const progress = !rotation ? "No rotation since the daemon started." :
-    rotation.state === "running" ? `Rotation to ${rotation.new_key_id} running since ${age(rotation.started_at)}.` :
+    rotation.state === "running"
+      ? `Rotation to ${rotation.new_key_id} running since ${age(rotation.started_at)}: ${left} secrets still under older keys.` :
     rotation.state === "failed" ? `Rotation to ${rotation.new_key_id} failed: ${rotation.error}` :
     `Rotation to ${rotation.new_key_id} done: ${JSON.stringify(rotation.report)}`;
   $("vault").replaceChildren(
