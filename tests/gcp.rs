@@ -25,6 +25,13 @@ async fn connect(daemon: &TestDaemon, token: &str, credentials: Value) -> (u16, 
         )
         .await;
     assert_eq!(status, 200, "{started}");
+    // Where to point the push subscription is known before the key is posted.
+    let pending = started["integration_id"].as_str().unwrap();
+    assert_eq!(
+        started["instructions"]["push_endpoint"],
+        daemon.api_url(&format!("/webhooks/gcp/{pending}")),
+        "{started}"
+    );
     daemon
         .call_api(
             token,

@@ -74,7 +74,7 @@ impl Connector for Idle {
         "bench"
     }
     async fn authorize(&self, _: &AuthorizeRequest) -> Result<AuthorizationStart, ConnectorError> {
-        Ok(AuthorizationStart::ApiKey { fields: vec![] })
+        Ok(AuthorizationStart::api_key(&[]))
     }
     async fn complete(&self, _: &CallbackRequest) -> Result<Authorized, ConnectorError> {
         Err(ConnectorError::NotSupported)

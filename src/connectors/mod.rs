@@ -78,7 +78,13 @@ pub enum AuthorizationStart {
     /// Send the user to install an app (GitHub App installation).
     Installation { url: String },
     /// Ask the tenant for these credential fields and post them to the callback.
-    ApiKey { fields: Vec<String> },
+    ApiKey {
+        fields: Vec<String>,
+        /// What the tenant needs before posting them (an endpoint to point a
+        /// subscription at, an external id to trust), shown with the fields.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        instructions: Option<serde_json::Value>,
+    },
 }
 
 impl AuthorizationStart {
@@ -86,6 +92,7 @@ impl AuthorizationStart {
     pub fn api_key(fields: &[&str]) -> Self {
         AuthorizationStart::ApiKey {
             fields: fields.iter().map(ToString::to_string).collect(),
+            instructions: None,
         }
     }
 }
@@ -94,6 +101,10 @@ impl AuthorizationStart {
 #[derive(Debug, Clone)]
 pub struct AuthorizeRequest {
     pub organization_id: String,
+    /// The pending integration this authorization completes.
+    pub integration_id: String,
+    /// Where this daemon's API is reached from outside (`integrations.public_url`).
+    pub public_url: String,
     pub user_id: Option<String>,
     /// The single-use state to carry through the provider's redirect.
     pub state: String,

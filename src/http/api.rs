@@ -181,16 +181,21 @@ async fn authorize(
     let start = connector
         .authorize(&AuthorizeRequest {
             organization_id: org.clone(),
+            integration_id: pending.id.clone(),
+            public_url: state.public_url.trim_end_matches('/').to_string(),
             user_id: body.user_id.clone(),
             state: oauth_state.expose().clone(),
             redirect_url: redirect_url(&state.public_url, &body.connector_type),
         })
         .await
         .map_err(connector_error)?;
-    let (kind, url, fields) = match &start {
-        AuthorizationStart::Oauth2 { url } => ("oauth2", Some(url.clone()), None),
-        AuthorizationStart::Installation { url } => ("installation", Some(url.clone()), None),
-        AuthorizationStart::ApiKey { fields } => ("api_key", None, Some(fields.clone())),
+    let (kind, url, fields, instructions) = match &start {
+        AuthorizationStart::Oauth2 { url } => ("oauth2", Some(url.clone()), None, None),
+        AuthorizationStart::Installation { url } => ("installation", Some(url.clone()), None, None),
+        AuthorizationStart::ApiKey {
+            fields,
+            instructions,
+        } => ("api_key", None, Some(fields.clone()), instructions.clone()),
     };
     record(
         &state.store,
@@ -211,6 +216,9 @@ async fn authorize(
     }
     if let Some(fields) = fields {
         answer["fields"] = fields.into();
+    }
+    if let Some(instructions) = instructions {
+        answer["instructions"] = instructions;
     }
     Ok(Json(answer).into_response())
 }

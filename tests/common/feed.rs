@@ -128,9 +128,7 @@ impl Connector for FeedConnector {
         &self,
         _request: &AuthorizeRequest,
     ) -> Result<AuthorizationStart, ConnectorError> {
-        Ok(AuthorizationStart::ApiKey {
-            fields: vec!["api_key".into()],
-        })
+        Ok(AuthorizationStart::api_key(&["api_key"]))
     }
 
     async fn complete(&self, request: &CallbackRequest) -> Result<Authorized, ConnectorError> {

@@ -121,11 +121,22 @@ impl Connector for GcpConnector {
         Some(Arc::clone(&self.ingress) as Arc<dyn Ingress>)
     }
 
+    /// The key's fields, and where to point a Pub/Sub push subscription: the push
+    /// endpoint and audience are known before the key is posted.
     async fn authorize(
         &self,
-        _request: &AuthorizeRequest,
+        request: &AuthorizeRequest,
     ) -> Result<AuthorizationStart, ConnectorError> {
-        Ok(AuthorizationStart::api_key(&FIELDS))
+        let url = push_url(&request.public_url, &request.integration_id);
+        Ok(AuthorizationStart::ApiKey {
+            fields: FIELDS.iter().map(ToString::to_string).collect(),
+            instructions: Some(json!({
+                "push_endpoint": url,
+                "audience": url,
+                "push_authentication": "create the push subscription with authentication on, \
+                    as the service account you post as push_service_account",
+            })),
+        })
     }
 
     /// Checks the key, mints its first access token (which proves Google accepts

@@ -180,7 +180,7 @@ impl Connector for WebhookConnector {
         _request: &AuthorizeRequest,
     ) -> Result<AuthorizationStart, ConnectorError> {
         // Nothing to ask: the callback generates the secret.
-        Ok(AuthorizationStart::ApiKey { fields: Vec::new() })
+        Ok(AuthorizationStart::api_key(&[]))
     }
 
     async fn complete(&self, request: &CallbackRequest) -> Result<Authorized, ConnectorError> {
