@@ -439,6 +439,40 @@ async fn the_polled_stream_survives_a_restart_mid_sweep_and_an_alert_pushed_and_
     let payload: Value = serde_json::from_str(&recovered.payload).unwrap();
     assert_eq!(payload["source"], "poll");
     assert_eq!(payload["alert_cycle_key"], "42-host:web-1");
+
+    // A page cursor Datadog no longer accepts (they expire): the sweep starts again
+    // from its beginning, and what it reads again is dropped as duplicates.
+    daemon.stop().await;
+    let mut row = poll_cursors::get(&db.store, &id, "")
+        .await
+        .unwrap()
+        .unwrap();
+    let first_from = first["filter[from]"].parse::<i64>().unwrap();
+    row.cursor = Some(
+        json!({"from": first_from, "to": chrono::Utc::now().timestamp_millis(), "after": "expired"})
+            .to_string(),
+    );
+    row.next_poll_at = None;
+    poll_cursors::save(&db.store, &row).await.unwrap();
+    let asked = datadog.state.stream_queries.lock().unwrap().len();
+    datadog.publish("1007", "Warn", 42);
+    let daemon = TestDaemon::start_on(&url, &config).await;
+    daemon.ready().await;
+    until("the alert after the expired cursor is stored", || async {
+        delivery_ids(&db.store, &id).await.len() >= 7
+    })
+    .await;
+    let queries = datadog.state.stream_queries.lock().unwrap()[asked..].to_vec();
+    assert_eq!(
+        queries[0].get("page[cursor]").map(String::as_str),
+        Some("expired")
+    );
+    assert!(
+        !queries[1].contains_key("page[cursor]")
+            && queries[1]["filter[from]"] == first_from.to_string(),
+        "the sweep starts again: {queries:?}"
+    );
+    assert_eq!(delivery_ids(&db.store, &id).await, expected(1007));
     daemon.stop().await;
 }
 
