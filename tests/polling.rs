@@ -203,3 +203,44 @@ async fn a_failing_feed_opens_the_integrations_breaker_and_polling_resumes_after
     assert!(health(&daemon, &token, &id).await["details"]["poll"]["last_error"].is_null());
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_quota_paces_polling_without_counting_as_a_failure() {
+    let feed = FakeFeed::start(1).await;
+    feed.publish(0, 6);
+    // Two requests a second, in a burst of two: six pages take at least two seconds.
+    let quota = switchboard_actors::Quota::per_second(std::num::NonZeroU32::new(2).unwrap());
+    let connectors = ConnectorSet::default().with_settings(
+        Arc::new(FeedConnector::new(&feed).with_quota(quota)),
+        CommonSettings {
+            poll_interval: Some(Duration::from_millis(50)),
+            ..CommonSettings::default()
+        },
+    );
+    let daemon = TestDaemon::start_with_connectors(connectors, FAST).await;
+    daemon.ready().await;
+    let (_, token) = daemon.organization("Acme").await;
+    let id = connect(&daemon, &token).await;
+
+    until("every page is stored", || async {
+        delivery_ids(&daemon.store, &id).await.len() == 6
+    })
+    .await;
+    assert_eq!(delivery_ids(&daemon.store, &id).await, expected(6));
+    let times = feed.state.request_times.lock().unwrap().clone();
+    let (first, sixth) = (times[0], times[5]);
+    assert!(
+        sixth - first >= Duration::from_millis(1900),
+        "six pages within {:?}: the quota was not honoured",
+        sixth - first
+    );
+    // Waiting for the quota is not a failure: no error, no backoff, breaker closed.
+    let report = health(&daemon, &token, &id).await;
+    assert!(
+        report["details"]["poll"]["last_error"].is_null(),
+        "{report}"
+    );
+    assert_eq!(report["details"]["poll"]["failures"], 0, "{report}");
+    assert_eq!(report["breaker"]["state"], "closed", "{report}");
+    daemon.stop().await;
+}

@@ -28,6 +28,8 @@ pub struct FeedState {
     /// Answer 503 to every request while set.
     pub failing: AtomicBool,
     pub requests: AtomicUsize,
+    /// When each request came.
+    pub request_times: Mutex<Vec<std::time::Instant>>,
 }
 
 /// The fake feed: `GET /events?cursor=<offset>` with `Authorization: Bearer <key>`
@@ -69,6 +71,11 @@ async fn page(
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    state
+        .request_times
+        .lock()
+        .unwrap()
+        .push(std::time::Instant::now());
     if state.failing.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -106,6 +113,8 @@ async fn page(
 pub struct FeedConnector {
     pub base_url: String,
     client: reqwest::Client,
+    /// The feed's per-tenant quota, if it has one.
+    quota: Option<switchboard_actors::Quota>,
 }
 
 impl FeedConnector {
@@ -114,7 +123,14 @@ impl FeedConnector {
         Self {
             base_url: format!("http://{}", feed.addr),
             client: reqwest::Client::new(),
+            quota: None,
         }
+    }
+
+    /// The same connector, its tenants limited to `quota`.
+    pub fn with_quota(mut self, quota: switchboard_actors::Quota) -> Self {
+        self.quota = Some(quota);
+        self
     }
 }
 
@@ -150,6 +166,10 @@ impl Connector for FeedConnector {
 
     async fn validate(&self, _credentials: &Credentials) -> Result<(), ConnectorError> {
         Ok(())
+    }
+
+    fn tenant_quota(&self) -> Option<switchboard_actors::Quota> {
+        self.quota
     }
 
     fn polls(&self, _integration: &Integration) -> bool {
