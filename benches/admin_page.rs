@@ -13,15 +13,11 @@
 mod browser;
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchboard::connectors::ConnectorSet;
-use switchboard::{Daemon, Shutdown};
 
 use browser::Browser;
-use common::Idle;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -55,16 +51,7 @@ async fn until_value(browser: &Browser, script: &str) -> Value {
 async fn run(count: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (config, _) = common::seeded_config(dir.path(), count, "").await;
-    let shutdown = Shutdown::new();
-    let daemon = Daemon::start_with(
-        &config,
-        ConnectorSet::default().with(Arc::new(Idle)),
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon starts");
-    let admin = daemon.admin_addr;
-    let task = tokio::spawn(daemon.run_until_shutdown());
+    let (admin, shutdown, task) = common::start_idle_daemon(&config).await;
     let http = reqwest::Client::new();
     common::wait_ready(&http, admin).await;
     // Every actor runs once the connector's summary counts them all.

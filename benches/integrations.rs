@@ -9,9 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard::connectors::{ConnectorSet, Credentials};
+use switchboard::connectors::Credentials;
 use switchboard::store;
-use switchboard::{Daemon, Shutdown};
 
 use common::Idle;
 
@@ -227,17 +226,8 @@ async fn run(count: usize) {
     let rss_before = resident_mib();
     let live_before = live_mib();
     let started = Instant::now();
-    let shutdown = Shutdown::new();
-    let daemon = Daemon::start_with(
-        &config,
-        ConnectorSet::default().with(Arc::new(Idle)),
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon starts");
-    let admin = daemon.admin_addr;
+    let (admin, shutdown, task) = common::start_idle_daemon(&config).await;
     let listening = started.elapsed();
-    let task = tokio::spawn(daemon.run_until_shutdown());
     let http = reqwest::Client::new();
     loop {
         let ready = http

@@ -84,6 +84,27 @@ impl Connector for Idle {
     }
 }
 
+/// A daemon on `config` running the `bench` connector, serving in the background:
+/// its admin address, its shutdown, and its task.
+pub async fn start_idle_daemon(
+    config: &switchboard::config::Config,
+) -> (
+    SocketAddr,
+    switchboard::Shutdown,
+    tokio::task::JoinHandle<Result<(), switchboard::DaemonError>>,
+) {
+    let shutdown = switchboard::Shutdown::new();
+    let daemon = switchboard::Daemon::start_with(
+        config,
+        switchboard::connectors::ConnectorSet::default().with(std::sync::Arc::new(Idle)),
+        shutdown.clone(),
+    )
+    .await
+    .expect("daemon starts");
+    let admin = daemon.admin_addr;
+    (admin, shutdown, tokio::spawn(daemon.run_until_shutdown()))
+}
+
 /// Waits until every one of `count` integrations of the `bench` connector runs: its
 /// summary (`/admin/connectors/bench?depth=0`) then.
 pub async fn all_running(
