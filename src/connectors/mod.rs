@@ -15,6 +15,7 @@ pub mod datadog;
 mod gate;
 pub mod gcp;
 pub mod github;
+pub mod http;
 pub mod ingress;
 pub mod section;
 pub mod slack;

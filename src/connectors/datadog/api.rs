@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, HeaderMap, USER_AGENT};
+use reqwest::header::{ACCEPT, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::connectors::ConnectorError;
+use crate::connectors::http::{self, Answer};
 use crate::lock;
 use crate::secret::Secret;
 
@@ -56,7 +57,7 @@ pub enum DatadogError {
     #[error("Datadog's rate limit is reached for {0:?}")]
     RateLimited(Duration),
     /// A 5xx, a timeout, or no connection.
-    #[error("Datadog is unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
 }
 
@@ -81,13 +82,8 @@ pub struct DatadogApi {
 
 impl DatadogApi {
     pub fn new(timeout: Duration) -> Self {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            http,
+            http: crate::connectors::http::client(timeout),
             blocked: Mutex::default(),
         }
     }
@@ -128,10 +124,6 @@ impl DatadogApi {
             .http
             .request(method, format!("{base}{path}"))
             .header(ACCEPT, "application/json")
-            .header(
-                USER_AGENT,
-                concat!("switchboard/", env!("CARGO_PKG_VERSION")),
-            )
             .header(API_KEY_HEADER, keys.api_key.expose());
         if let Some(application_key) = keys.application_key {
             request = request.header(APPLICATION_KEY_HEADER, application_key.expose());
@@ -139,16 +131,13 @@ impl DatadogApi {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
+        let Answer {
+            status,
+            headers,
+            text,
+        } = http::send(request, "Datadog")
             .await
-            .map_err(|e| DatadogError::Unavailable(format!("unreachable: {e}")))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| DatadogError::Unavailable(format!("answer cut short: {e}")))?;
+            .map_err(DatadogError::Unavailable)?;
         let reset = header_u64(&headers, "x-ratelimit-reset").map(Duration::from_secs);
         if status == StatusCode::TOO_MANY_REQUESTS {
             let wait = reset.unwrap_or(DEFAULT_RESET);
@@ -167,8 +156,9 @@ impl DatadogApi {
             } else {
                 &text
             };
-            return serde_json::from_str(text)
-                .map_err(|e| DatadogError::Unavailable(format!("unexpected answer: {e}")));
+            return serde_json::from_str(text).map_err(|e| {
+                DatadogError::Unavailable(format!("unexpected answer from Datadog: {e}"))
+            });
         }
         let message = error_message(&text);
         Err(match status {
@@ -178,7 +168,7 @@ impl DatadogApi {
             },
             StatusCode::NOT_FOUND => DatadogError::NotFound(message),
             status if status.is_server_error() => {
-                DatadogError::Unavailable(format!("{status}: {message}"))
+                DatadogError::Unavailable(format!("Datadog failed ({status}): {message}"))
             }
             status => DatadogError::BadRequest {
                 status: status.as_u16(),

@@ -73,12 +73,8 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 
 impl GoogleApi {
     pub fn new(timeout: Duration) -> Self {
-        crate::install_crypto_provider();
         Self {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
+            http: crate::connectors::http::client(timeout),
         }
     }
 

@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::connectors::ConnectorError;
+use crate::connectors::http::{self, Answer};
 use crate::secret::Secret;
 
 /// The REST API version this client speaks.
@@ -74,13 +75,8 @@ pub struct GithubApi {
 
 impl GithubApi {
     pub fn new(base_url: &str, timeout: Duration) -> Self {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            http,
+            http: crate::connectors::http::client(timeout),
             base_url: base_url.trim_end_matches('/').to_string(),
             limits: Mutex::default(),
         }
@@ -117,10 +113,6 @@ impl GithubApi {
             .http
             .post(url)
             .header(ACCEPT, "application/json")
-            .header(
-                USER_AGENT,
-                concat!("switchboard/", env!("CARGO_PKG_VERSION")),
-            )
             .form(&[
                 ("client_id", client_id),
                 ("client_secret", client_secret.expose()),
@@ -128,7 +120,9 @@ impl GithubApi {
             ])
             .send()
             .await
-            .map_err(|e| ConnectorError::Unavailable(format!("GitHub unreachable: {e}")))?;
+            .map_err(|e| {
+                ConnectorError::Unavailable(format!("GitHub unreachable: {}", e.without_url()))
+            })?;
         let status = response.status();
         let answer: serde_json::Value = response
             .json()
@@ -199,24 +193,17 @@ impl GithubApi {
             .request(method, url)
             .header(ACCEPT, "application/vnd.github+json")
             .header("x-github-api-version", API_VERSION)
-            .header(
-                USER_AGENT,
-                concat!("switchboard/", env!("CARGO_PKG_VERSION")),
-            )
             .header(AUTHORIZATION, format!("Bearer {}", token.expose()));
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
+        let Answer {
+            status,
+            headers,
+            text,
+        } = http::send(request, "GitHub")
             .await
-            .map_err(|e| ConnectorError::Unavailable(format!("GitHub unreachable: {e}")))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ConnectorError::Unavailable(format!("GitHub answer cut short: {e}")))?;
+            .map_err(ConnectorError::Unavailable)?;
         let remaining = header_u64(&headers, "x-ratelimit-remaining");
         let reset_in = header_u64(&headers, "x-ratelimit-reset").map(until_epoch);
         if status.is_success() {

@@ -66,10 +66,7 @@ pub struct Shared {
 impl SlackConnector {
     pub fn build(config: &SlackConfig) -> Self {
         let api = SlackWebApi::new(&config.api_base_url, config.request_timeout);
-        let agent = reqwest::Client::builder()
-            .timeout(config.agent_timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let agent = crate::connectors::http::client(config.agent_timeout);
         Self {
             shared: Arc::new(Shared {
                 config: config.clone(),

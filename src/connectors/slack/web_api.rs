@@ -112,12 +112,8 @@ pub enum Auth<'a> {
 
 impl SlackWebApi {
     pub fn new(base_url: &str, timeout: Duration) -> Self {
-        crate::install_crypto_provider();
         Self {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
+            http: crate::connectors::http::client(timeout),
             base_url: base_url.trim_end_matches('/').to_string(),
             limiters: Mutex::default(),
         }
