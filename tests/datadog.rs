@@ -18,26 +18,13 @@ use switchboard::store::{events, organizations, poll_cursors, tokens};
 /// Connects Datadog for the token's organization with `fields` beside the keys:
 /// (status, the callback's answer).
 async fn connect(daemon: &TestDaemon, token: &str, fields: Value) -> (u16, Value) {
-    let (status, started) = daemon
-        .call_api(
-            token,
-            "/integrations/authorize",
-            json!({"connector_type": "datadog"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{started}");
-    assert_eq!(started["type"], "api_key", "{started}");
     let mut credentials = json!({"api_key": API_KEY, "application_key": APPLICATION_KEY});
     credentials
         .as_object_mut()
         .unwrap()
         .extend(fields.as_object().unwrap().clone());
     daemon
-        .call_api(
-            token,
-            "/integrations/callback",
-            json!({"connector_type": "datadog", "state": started["state"], "credentials": credentials}),
-        )
+        .try_connect(token, "datadog", json!({"credentials": credentials}))
         .await
 }
 
@@ -82,6 +69,12 @@ async fn keys_on_a_named_site_install_a_webhook_whose_secret_header_guards_the_i
     daemon.ready().await;
     let (_, token) = daemon.organization("Acme").await;
 
+    let started = daemon.authorize(&token, "datadog").await;
+    assert_eq!(started["type"], "api_key", "{started}");
+    assert_eq!(
+        started["fields"],
+        json!(["api_key", "application_key", "site", "poll", "webhook"])
+    );
     let done = connected(&daemon, &token, json!({"site": "us3"})).await;
     let id = done["integration"]["id"].as_str().unwrap().to_string();
     let name = format!("switchboard-{id}");

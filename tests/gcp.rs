@@ -17,15 +17,8 @@ use serde_json::{Value, json};
 
 /// Connects GCP for the token's organization with these callback credentials.
 async fn connect(daemon: &TestDaemon, token: &str, credentials: Value) -> (u16, Value) {
-    let (status, started) = daemon
-        .call_api(
-            token,
-            "/integrations/authorize",
-            json!({"connector_type": "gcp"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{started}");
     // Where to point the push subscription is known before the key is posted.
+    let started = daemon.authorize(token, "gcp").await;
     let pending = started["integration_id"].as_str().unwrap();
     assert_eq!(
         started["instructions"]["push_endpoint"],

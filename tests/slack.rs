@@ -40,15 +40,10 @@ async fn post_event(daemon: &TestDaemon, event: &Value) -> u16 {
 
 /// Starts Slack's OAuth for the token's organization: the state Slack would carry.
 async fn start_oauth(daemon: &TestDaemon, token: &str) -> String {
-    let (status, started) = daemon
-        .call_api(
-            token,
-            "/integrations/authorize",
-            json!({"connector_type": "slack"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{started}");
-    started["state"].as_str().unwrap().to_string()
+    daemon.authorize(token, "slack").await["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Slack sends the browser back with `query`.

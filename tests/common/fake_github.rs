@@ -410,15 +410,7 @@ async fn user_installations(State(state): Shared, headers: HeaderMap) -> Respons
 
 /// Starts an installation for the token's organization: the state GitHub would carry.
 pub async fn start_installation(daemon: &TestDaemon, token: &str) -> Value {
-    let (status, started) = daemon
-        .call_api(
-            token,
-            "/integrations/authorize",
-            json!({"connector_type": "github"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{started}");
-    started
+    daemon.authorize(token, "github").await
 }
 
 /// GitHub sends the browser back to the setup URL, with the `code` of the user's

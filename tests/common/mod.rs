@@ -215,14 +215,9 @@ impl TestDaemon {
         (org.id, token.expose().clone())
     }
 
-    /// Authorizes `connector` for the token's organization and completes it with the
-    /// callback's `fields` (a code, credentials): the callback's answer.
-    pub async fn connect(
-        &self,
-        token: &str,
-        connector: &str,
-        fields: serde_json::Value,
-    ) -> serde_json::Value {
+    /// Starts authorizing `connector` for the token's organization: the answer (its
+    /// `state`, `type`, and what the connector asks for).
+    pub async fn authorize(&self, token: &str, connector: &str) -> serde_json::Value {
         let (status, started) = self
             .call_api(
                 token,
@@ -231,14 +226,36 @@ impl TestDaemon {
             )
             .await;
         assert_eq!(status, 200, "{started}");
+        started
+    }
+
+    /// Authorizes `connector` and posts the callback with `fields` (a code,
+    /// credentials): the callback's status and answer, whatever they are.
+    pub async fn try_connect(
+        &self,
+        token: &str,
+        connector: &str,
+        fields: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let started = self.authorize(token, connector).await;
         let mut callback =
             serde_json::json!({"connector_type": connector, "state": started["state"]});
         if let (Some(callback), Some(fields)) = (callback.as_object_mut(), fields.as_object()) {
             callback.extend(fields.clone());
         }
-        let (status, done) = self
-            .call_api(token, "/integrations/callback", callback)
-            .await;
+        self.call_api(token, "/integrations/callback", callback)
+            .await
+    }
+
+    /// Authorizes `connector` for the token's organization and completes it with the
+    /// callback's `fields` (a code, credentials): the callback's answer.
+    pub async fn connect(
+        &self,
+        token: &str,
+        connector: &str,
+        fields: serde_json::Value,
+    ) -> serde_json::Value {
+        let (status, done) = self.try_connect(token, connector, fields).await;
         assert_eq!(status, 201, "{done}");
         done
     }
