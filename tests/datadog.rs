@@ -214,6 +214,32 @@ async fn keys_on_a_named_site_install_a_webhook_whose_secret_header_guards_the_i
         .unwrap()
         .insert(name.clone(), removed);
 
+    // The last request of Datadog's window: nothing more is sent before the reset.
+    *datadog.state.validate_keys_exhausted_for.lock().unwrap() = Some(1);
+    let webhook_checks = || {
+        datadog
+            .state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, method, path)| method == "GET" && path.ends_with(&name))
+            .count()
+    };
+    let checked = webhook_checks();
+    let (_, validated) = daemon.post_json(&validate_path).await;
+    assert_eq!(validated["valid"], false, "{validated}");
+    assert!(
+        validated["reason"].as_str().unwrap().contains("rate limit"),
+        "{validated}"
+    );
+    assert_eq!(webhook_checks(), checked, "held back until the reset");
+    *datadog.state.validate_keys_exhausted_for.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, validated) = daemon.post_json(&validate_path).await;
+    assert_eq!(validated["valid"], true, "after the reset: {validated}");
+    assert_eq!(webhook_checks(), checked + 1);
+
     // Keys revoked in Datadog: validation says so with Datadog's reason, and the
     // integration is in error.
     *datadog.state.home.lock().unwrap() = "us1".to_string();
@@ -297,6 +323,40 @@ async fn keys_without_a_site_are_tried_on_each_and_refusals_say_why() {
     let done = connected(&daemon, &token, json!({})).await;
     assert_eq!(done["integration"]["metadata"]["site"], "eu1", "{done}");
     assert_eq!(datadog.validations()[asked..], ["us1", "us3", "us5", "eu1"]);
+
+    // Without the webhook: nothing is installed in Datadog, and the answer gives, once,
+    // what to configure by hand; a notification so configured is taken.
+    let webhooks = datadog.state.webhooks.lock().unwrap().len();
+    let (_, initech) = daemon.organization("Initech").await;
+    let done = connected(
+        &daemon,
+        &initech,
+        json!({"site": "eu1", "webhook": "false"}),
+    )
+    .await;
+    assert_eq!(datadog.state.webhooks.lock().unwrap().len(), webhooks);
+    assert!(
+        done["integration"]["metadata"]["webhook"].is_null(),
+        "{done}"
+    );
+    let reveal = &done["reveal"];
+    assert!(
+        reveal["custom_headers"][SECRET_HEADER].is_string(),
+        "{reveal}"
+    );
+    let by_hand = json!({
+        "url": reveal["url"],
+        "payload": reveal["payload"],
+        "custom_headers": reveal["custom_headers"].to_string(),
+    });
+    let (status, answer) = notify(
+        &daemon.http,
+        &by_hand,
+        &[("ID", "by-hand-1"), ("ALERT_TRANSITION", "Warn")],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["duplicate"], false, "{answer}");
 
     // Where validate_keys is unavailable, the API key alone is checked with v1.
     datadog

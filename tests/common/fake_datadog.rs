@@ -40,6 +40,9 @@ pub struct FakeDatadogState {
     pub home: Mutex<String>,
     /// `validate_keys` answers 404 (an old site) while set: the v1 check is used.
     pub validate_keys_missing: AtomicBool,
+    /// `validate_keys` answers with the window spent (`X-RateLimit-Remaining: 0`),
+    /// resetting in this many seconds.
+    pub validate_keys_exhausted_for: Mutex<Option<u64>>,
     /// Every request: (site, method, path).
     pub requests: Mutex<Vec<(String, String, String)>>,
     /// Webhooks configured, by name: the body as posted.
@@ -203,7 +206,15 @@ async fn validate_keys(
     ) {
         return refused;
     }
-    Json(json!({"status": "ok"})).into_response()
+    let mut response = Json(json!({"status": "ok"})).into_response();
+    if let Some(reset) = *state.validate_keys_exhausted_for.lock().unwrap() {
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", "60".parse().unwrap());
+        headers.insert("x-ratelimit-period", "60".parse().unwrap());
+        headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        headers.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
+    }
+    response
 }
 
 async fn validate(State(state): Shared, Path(site): Path<String>, headers: HeaderMap) -> Response {
