@@ -13,7 +13,9 @@
 //! - `slack`: Events API callbacks (v0 signatures) for a bound workspace;
 //! - `datadog`: monitor notifications (the payload template switchboard installed,
 //!   filled in; the secret in its custom header) for a connected Datadog org, whose
-//!   keys and webhook were set up against the tests' fake Datadog.
+//!   keys and webhook were set up against the tests' fake Datadog;
+//! - `pagerduty`: v3 incident webhooks (`X-PagerDuty-Signature`) for an account whose
+//!   key and subscription were set up against the tests' fake PagerDuty.
 //!
 //! Each connector's run sits between two generic runs and is reported as a share of
 //! their mean; every run starts on an empty inbox.
@@ -27,13 +29,16 @@
 //! The daemon cannot beat it; the gap between the two is the daemon's own cost.
 //!
 //! Run: `cargo bench --bench ingest [-- SECONDS] [ceiling] [floor] [sqlite] [postgres]
-//! [generic|github|slack|datadog]` (needs `wrk` on the PATH); naming runs limits the bench
+//! [generic|github|slack|datadog|pagerduty]` (needs `wrk` on the PATH); naming runs limits the bench
 //! to them (a connector with the generic runs on either side), for profiling one.
 
 mod common;
 #[path = "../tests/common/fake_datadog.rs"]
 #[allow(dead_code)]
 mod fake_datadog;
+#[path = "../tests/common/fake_pagerduty.rs"]
+#[allow(dead_code)]
+mod fake_pagerduty;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -354,6 +359,31 @@ fn datadog_request(template: &str, secret: &str) -> impl Fn(usize) -> Request {
     }
 }
 
+/// PagerDuty incident webhooks for one integration, signed with its subscription's
+/// secret, each with its own webhook id.
+fn pagerduty_request(secret: &str) -> impl Fn(usize) -> Request {
+    let secret = secret.to_string();
+    move |n| {
+        let event = fake_pagerduty::incident_event(
+            "incident.triggered",
+            &format!("PINC{n}"),
+            n as u64,
+            "triggered",
+            "Checkout",
+        );
+        let body = event.to_string();
+        let headers = vec![
+            ("content-type", "application/json".to_string()),
+            ("x-webhook-id", format!("wh-{n}")),
+            (
+                "x-pagerduty-signature",
+                fake_pagerduty::sign(&[&secret], body.as_bytes()),
+            ),
+        ];
+        (headers, body)
+    }
+}
+
 /// An integration bound to a provider account, made directly in the store (no
 /// provider to authorize against here).
 async fn bound_integration(store: &Store, organization_id: &str, connector: &str, account: &str) {
@@ -376,6 +406,7 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     // Datadog's keys are checked and its webhook installed as a tenant connects.
     let datadog = fake_datadog::FakeDatadog::start("us1").await;
+    let pagerduty = fake_pagerduty::FakePagerDuty::start("us").await;
     // Providers' APIs point at a closed port: nothing here calls them (validation at
     // start is spread over an hour).
     let nowhere = "http://127.0.0.1:9";
@@ -391,8 +422,9 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
          api_base_url = \"{nowhere}\"\nweb_base_url = \"{nowhere}\"\n\
          [connectors.slack]\nclient_id = \"bench\"\nclient_secret = \"unused\"\n\
          signing_secret = \"{SLACK_SIGNING_SECRET}\"\napi_base_url = \"{nowhere}/api\"\n\
-         {datadog}{extra}",
+         {datadog}{pagerduty}{extra}",
         datadog = datadog.config_section(""),
+        pagerduty = pagerduty.config_section(""),
         key = {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.encode([4u8; 32])
@@ -473,6 +505,16 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
             .as_str()
             .unwrap()
             .to_string();
+    let done = connect(
+        "pagerduty",
+        json!({"credentials": {"api_key": fake_pagerduty::USER_KEY, "region": "us"}}),
+    )
+    .await;
+    let pagerduty_id = done["integration"]["id"]
+        .as_str()
+        .expect("PagerDuty connected")
+        .to_string();
+    let (_, _, pagerduty_secret) = pagerduty.only_subscription();
 
     let now = standard_webhooks::unix_now();
     // Each connector's run sits between two generic runs, and its share is of their
@@ -514,11 +556,17 @@ async fn run_daemon(backend: &str, database_url: &str, seconds: u64) {
             Box::new(datadog_request(&datadog_template, &datadog_secret)),
         ),
         generic(4),
+        connector(
+            "pagerduty",
+            &format!("/webhooks/pagerduty/{pagerduty_id}"),
+            Box::new(pagerduty_request(&pagerduty_secret)),
+        ),
+        generic(5),
     ];
     // `generic` alone: for comparing one build with another.
-    // Naming connectors (`generic`, `github`, `slack`, `datadog`) runs only them, each
+    // Naming connectors (`generic`, `github`, `slack`, `datadog`, `pagerduty`) runs only them, each
     // with the generic runs on either side: for comparing builds, or one connector.
-    let connectors = ["generic", "github", "slack", "datadog"];
+    let connectors = ["generic", "github", "slack", "datadog", "pagerduty"];
     let chosen: Vec<String> = std::env::args()
         .filter(|a| connectors.contains(&a.as_str()))
         .collect();

@@ -340,7 +340,7 @@ impl IntegrationState {
         )
     }
 
-    async fn validate(&mut self) -> Result<(), String> {
+    async fn validate(&mut self, myself: &ActorRef<IntegrationMsg>) -> Result<(), String> {
         let credentials = self.services.credentials.load(&self.integration).await?;
         let connector = Arc::clone(&self.services.connector);
         match self.call_provider(connector.validate(&credentials)).await {
@@ -354,7 +354,8 @@ impl IntegrationState {
                 self.last_error =
                     Some((Work::Credentials, format!("validation failed: {message}")));
                 if let CallError::Failed(ConnectorError::Unauthorized(_)) = error {
-                    self.mark_error(&message).await;
+                    // An expiring token may just be spent early: refreshed once first.
+                    self.credentials_rejected(myself, &message).await;
                 }
                 Err(message)
             }
@@ -998,7 +999,7 @@ impl Actor for IntegrationActor {
             // with room for its largest handler future, and a hundred thousand
             // integrations should not each keep room for a refresh in flight.
             IntegrationMsg::Validate(reply) => {
-                let outcome = Box::pin(state.validate()).await;
+                let outcome = Box::pin(state.validate(&myself)).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }

@@ -144,6 +144,26 @@ impl connectors::DaemonServices for TreeServices {
         });
         Ok(())
     }
+
+    async fn operate(
+        &self,
+        operation: &connectors::Operation,
+    ) -> Result<connectors::Operated, connectors::ConnectorError> {
+        let tree = self
+            .tree()
+            .map_err(connectors::ConnectorError::Unavailable)?;
+        let connector = operation
+            .name
+            .split_once('.')
+            .and_then(|(connector, _)| tree.services.get(connector))
+            .ok_or_else(|| {
+                connectors::ConnectorError::Invalid(format!(
+                    "no running connector offers '{}'",
+                    operation.name
+                ))
+            })?;
+        connector.connector.operate(operation).await
+    }
 }
 
 impl ActorTree {

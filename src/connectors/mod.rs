@@ -17,6 +17,7 @@ pub mod gcp;
 pub mod github;
 pub mod http;
 pub mod ingress;
+pub mod pagerduty;
 pub mod section;
 pub mod slack;
 pub mod webhook;
@@ -30,7 +31,7 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 
 use crate::pipeline::Envelope;
-use crate::pipeline::actions::{ActionKind, Describe};
+use crate::pipeline::actions::{ActionKind, Describe, Subject};
 use crate::problem::Problem;
 use crate::secret::Secret;
 use switchboard_actors::Quota;
@@ -54,13 +55,14 @@ pub const PROVIDERS: &[Provider] = &[
     datadog::PROVIDER,
     gcp::PROVIDER,
     github::PROVIDER,
+    pagerduty::PROVIDER,
     slack::PROVIDER,
     webhook::PROVIDER,
 ];
 
 /// Providers the design names that this build does not implement yet: a section for
 /// one is accepted, shown `stopped` with [`NOT_IMPLEMENTED`], and handles nothing.
-const PLANNED: &[&str] = &["aws", "pagerduty"];
+const PLANNED: &[&str] = &["aws"];
 
 pub const NOT_IMPLEMENTED: &str =
     "this provider is not implemented in this build: its events and integrations are not handled";
@@ -107,6 +109,9 @@ pub struct AuthorizeRequest {
     /// Where this daemon's API is reached from outside (`integrations.public_url`).
     pub public_url: String,
     pub user_id: Option<String>,
+    /// Which of the connector's ways to connect the tenant chose (`oauth2`,
+    /// `api_key`), for a connector that offers several; `None` takes its default.
+    pub flow: Option<String>,
     /// The single-use state to carry through the provider's redirect.
     pub state: String,
     /// Where the provider should send the browser back.
@@ -240,6 +245,38 @@ pub trait DaemonServices: Send + Sync + 'static {
     async fn integrations(&self, organization_id: &str) -> Result<Vec<IntegrationLine>, String>;
     /// Restarts a connector; `by` says who asked, for the log.
     async fn restart_connector(&self, name: &str, by: &str) -> Result<(), String>;
+    /// Runs an operation (a chat button's click) on the connector it names.
+    async fn operate(&self, operation: &Operation) -> Result<Operated, ConnectorError>;
+}
+
+/// A person acting on a subject from a chat message (see
+/// [`crate::pipeline::actions::Control`]): always within one organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub organization_id: String,
+    /// `<connector>.<verb>`.
+    pub name: String,
+    pub target: String,
+    /// Who clicked, as the chat knows them.
+    pub by: Person,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Person {
+    /// Their email, when the chat connector could read it.
+    pub email: Option<String>,
+    /// How they are shown (a display name, a chat user id).
+    pub name: String,
+}
+
+/// How an operation ended, when the provider was reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operated {
+    /// Done; what was done, in words.
+    Done(String),
+    /// Not done, for a reason the person should see (the incident is already
+    /// resolved); nothing to retry.
+    Declined(String),
 }
 
 /// What a connector's own actors need from the daemon, handed over once as the tree
@@ -334,6 +371,18 @@ pub trait Connector: Send + Sync + 'static {
     /// A short readable line for an event (for chat messages), if the connector knows one.
     fn describe(&self, _event: &Envelope) -> Option<String> {
         None
+    }
+
+    /// What the event is about, when it is a step in the life of an alert or an
+    /// incident (see [`Subject`]).
+    fn subject(&self, _event: &Envelope) -> Option<Subject> {
+        None
+    }
+
+    /// Runs one of the operations its [`Subject`]s' controls offer (the verb of
+    /// `<connector>.<verb>`), for the operation's organization only.
+    async fn operate(&self, _operation: &Operation) -> Result<Operated, ConnectorError> {
+        Err(ConnectorError::NotSupported)
     }
 
     /// Whether this integration's events are polled (a third intake beside webhooks and
@@ -503,6 +552,10 @@ impl crate::pipeline::Handlers for ConnectorSet {
 impl Describe for ConnectorSet {
     fn describe(&self, envelope: &Envelope) -> Option<String> {
         self.get(&envelope.connector)?.describe(envelope)
+    }
+
+    fn subject(&self, envelope: &Envelope) -> Option<Subject> {
+        self.get(&envelope.connector)?.subject(envelope)
     }
 }
 

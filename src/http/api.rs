@@ -149,6 +149,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 struct AuthorizeBody {
     connector_type: String,
     user_id: Option<String>,
+    /// Which way to connect, for a connector that offers several.
+    flow: Option<String>,
 }
 
 async fn authorize(
@@ -184,6 +186,7 @@ async fn authorize(
             integration_id: pending.id.clone(),
             public_url: state.public_url.trim_end_matches('/').to_string(),
             user_id: body.user_id.clone(),
+            flow: body.flow.clone(),
             state: oauth_state.expose().clone(),
             redirect_url: redirect_url(&state.public_url, &body.connector_type),
         })

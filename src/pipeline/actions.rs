@@ -49,6 +49,43 @@ pub trait Action: Send + Sync + 'static {
 /// Gives a readable line about an event, from the connector that knows its kind.
 pub trait Describe: Send + Sync + 'static {
     fn describe(&self, envelope: &Envelope) -> Option<String>;
+
+    /// What the event is about, when it is one step in the life of something that
+    /// lasts (an alert, an incident); see [`Subject`].
+    fn subject(&self, _envelope: &Envelope) -> Option<Subject> {
+        None
+    }
+}
+
+/// The thing an event is about, the same across its events: a Datadog alert from
+/// trigger to recovery, a PagerDuty incident. Actions use it to fold an event into
+/// what came before: one incident per alert, one chat message updated as the
+/// incident moves on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// Stable across the subject's events, and unique across connectors
+    /// (`<connector>:<kind>:<id>`).
+    pub key: String,
+    /// Whether this event ends it (a recovery, a resolution).
+    pub ends: bool,
+    /// What a person can do about it now, offered as buttons in chat messages.
+    pub controls: Vec<Control>,
+}
+
+/// Something a person can do about a subject from a chat message: a button whose
+/// click the chat connector hands to the daemon as an operation of the connector
+/// that offered it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Control {
+    /// What the button says.
+    pub label: String,
+    /// `<connector>.<verb>`: who acts, and how (`pagerduty.acknowledge`).
+    pub operation: String,
+    /// What it acts on, in the connector's terms (an incident id).
+    pub target: String,
+    /// `primary` or `danger`: how the button looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
 }
 
 /// An event as an action sees it.
@@ -66,6 +103,11 @@ impl ActionEvent<'_> {
                 self.envelope.connector, self.envelope.event_type, self.envelope.id
             )
         })
+    }
+
+    /// What the event is about, if its connector knows.
+    pub fn subject(&self) -> Option<Subject> {
+        self.describer.subject(self.envelope)
     }
 }
 

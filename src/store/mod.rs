@@ -9,6 +9,7 @@
 //! once; the [`with_conn!`] and [`write_tx!`] macros expand it for both backends.
 
 pub mod audit;
+pub mod chat_messages;
 pub mod events;
 mod group_commit;
 pub mod integrations;

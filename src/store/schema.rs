@@ -128,6 +128,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    chat_messages (organization_id, connector, channel, subject) {
+        organization_id -> Text,
+        connector -> Text,
+        channel -> Text,
+        subject -> Text,
+        message_ref -> Text,
+        posted_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_tokens -> organizations (organization_id));
 diesel::joinable!(integrations -> organizations (organization_id));
 diesel::joinable!(integration_credentials -> integrations (integration_id));
@@ -142,4 +154,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     routes,
     poll_cursors,
+    chat_messages,
 );

@@ -54,6 +54,14 @@ pub struct FakeSlackState {
     /// Messages posted: the request bodies of chat.postMessage.
     pub posted: Mutex<Vec<Value>>,
     pub post_times: Mutex<Vec<Instant>>,
+    /// Messages updated: the request bodies of chat.update.
+    pub updated: Mutex<Vec<Value>>,
+    /// Emails of the workspace's users, by user id (what users.info reads).
+    pub emails: Mutex<HashMap<String, String>>,
+    /// The workspace the next install binds (the fake's own team when unset).
+    pub next_team: Mutex<Option<String>>,
+    /// What was posted to interactions' response_urls.
+    pub responses: Mutex<Vec<Value>>,
     /// Answer the next chat.postMessage with 429 and this Retry-After.
     pub post_limited: Mutex<Option<u64>>,
     /// Answer the next apps.connections.open with `{"ok":false,"error":"ratelimited"}`.
@@ -83,6 +91,15 @@ impl FakeSlack {
         let state = Arc::new(FakeSlackState::default());
         let app = Router::new()
             .route("/api/{method}", post(method))
+            .route(
+                "/hooks/{*rest}",
+                post(
+                    |State(state): State<Arc<FakeSlackState>>, Json(body): Json<Value>| async move {
+                        state.responses.lock().unwrap().push(body);
+                        "ok"
+                    },
+                ),
+            )
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -112,9 +129,16 @@ impl FakeSlack {
              signing_secret = \"{SIGNING_SECRET}\"\napp_token = \"{APP_TOKEN}\"\n\
              scopes = [\"app_mentions:read\", \"chat:write\", \"commands\", \"im:history\"]\n\
              socket_mode = {socket_mode}\napi_base_url = \"{}\"\nweb_base_url = \"https://slack.test\"\n\
+             hooks_base_url = \"http://{}/hooks\"\n\
              reconnect_base = \"20ms\"\nreconnect_cap = \"200ms\"\nping_interval = \"1s\"\n{extra}",
-            self.api_url()
+            self.api_url(),
+            self.addr
         )
+    }
+
+    /// Where an interaction's `response_url` points at this fake.
+    pub fn response_url(&self) -> String {
+        format!("http://{}/hooks/actions/{TEAM}/1/abc", self.addr)
     }
 
     pub fn open_connections(&self) -> Vec<usize> {
@@ -366,13 +390,19 @@ impl FakeSlackState {
 
     fn token_answer(&self) -> Value {
         let (bot, refresh) = self.mint();
+        let team = self
+            .next_team
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| TEAM.to_string());
         let mut answer = json!({
             "access_token": bot,
             "token_type": "bot",
             "scope": "app_mentions:read,chat:write,commands,im:history",
             "bot_user_id": BOT_USER,
             "app_id": "A0001",
-            "team": {"id": TEAM, "name": "Acme Workspace"},
+            "team": {"id": team, "name": "Acme Workspace"},
             "enterprise": null,
             "is_enterprise_install": false,
         });
@@ -451,10 +481,34 @@ async fn method(
                 return response;
             }
             state.post_times.lock().unwrap().push(Instant::now());
-            state.posted.lock().unwrap().push(json!(args));
-            ok(
-                json!({"channel": arg("channel"), "ts": "1700000000.000200", "message": {"text": arg("text")}}),
-            )
+            let mut posted = state.posted.lock().unwrap();
+            posted.push(json!(args));
+            // Each message its own ts, as Slack's.
+            let ts = format!("1700000000.{:06}", 200 + posted.len() - 1);
+            ok(json!({"channel": arg("channel"), "ts": ts, "message": {"text": arg("text")}}))
+        }
+        "chat.update" => {
+            if !token_ok() {
+                return slack_error("invalid_auth");
+            }
+            let count = state.posted.lock().unwrap().len();
+            let ts = arg("ts");
+            let known = (0..count).any(|n| format!("1700000000.{:06}", 200 + n) == ts);
+            if !known {
+                return slack_error("message_not_found");
+            }
+            state.updated.lock().unwrap().push(json!(args));
+            ok(json!({"channel": arg("channel"), "ts": ts, "text": arg("text")}))
+        }
+        "users.info" => {
+            if !token_ok() {
+                return slack_error("invalid_auth");
+            }
+            let user = arg("user");
+            match state.emails.lock().unwrap().get(&user) {
+                Some(email) => ok(json!({"user": {"id": user, "profile": {"email": email}}})),
+                None => slack_error("user_not_found"),
+            }
         }
         "conversations.replies" => {
             if !token_ok() {

@@ -7,6 +7,7 @@ pub mod db;
 pub mod fake_datadog;
 pub mod fake_github;
 pub mod fake_google;
+pub mod fake_pagerduty;
 pub mod fake_slack;
 pub mod feed;
 pub mod memory_credentials;

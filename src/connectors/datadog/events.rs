@@ -196,6 +196,25 @@ impl<'a> DatadogEvent<'a> {
     }
 }
 
+impl DatadogEvent<'_> {
+    /// The alert this event is a step of, from trigger to recovery: its cycle key
+    /// (the monitor and scope when Datadog gave none). A recovery ends it.
+    pub fn subject(&self) -> Option<crate::pipeline::actions::Subject> {
+        let key = if filled(&self.alert_cycle_key) {
+            self.alert_cycle_key.to_string()
+        } else if filled(&self.alert_id) {
+            format!("{}/{}", self.alert_id, self.alert_scope.trim())
+        } else {
+            return None;
+        };
+        Some(crate::pipeline::actions::Subject {
+            key: format!("{}:alert:{key}", super::NAME),
+            ends: self.switchboard_type() == "monitor.recovered",
+            controls: Vec::new(),
+        })
+    }
+}
+
 /// A template variable Datadog filled in: not empty, and not the variable itself
 /// (Datadog leaves a `$VARIABLE` it has no value for as it is).
 fn filled(value: &str) -> bool {

@@ -442,6 +442,10 @@ impl Connector for DatadogConnector {
         Some(DatadogEvent::from_value(&event.payload).ok()?.describe())
     }
 
+    fn subject(&self, event: &Envelope) -> Option<crate::pipeline::actions::Subject> {
+        DatadogEvent::from_value(&event.payload).ok()?.subject()
+    }
+
     fn polls(&self, integration: &Integration) -> bool {
         serde_json::from_str::<Value>(&integration.metadata)
             .is_ok_and(|metadata| metadata["poll"] == true)

@@ -27,6 +27,10 @@ pub struct SlackConfig {
     /// Where tenants are sent to authorize (`<web>/oauth/v2/authorize`).
     #[serde(default = "slack_web")]
     pub web_base_url: String,
+    /// Where Slack's `response_url`s point: an interaction's ephemeral answer is
+    /// posted only to a `response_url` under it.
+    #[serde(default = "slack_hooks")]
+    pub hooks_base_url: String,
     /// Slack user ids allowed to run `restart <connector>` through the bot.
     #[serde(default)]
     pub admins: Vec<String>,
@@ -67,6 +71,10 @@ fn slack_web() -> String {
     "https://slack.com".to_string()
 }
 
+fn slack_hooks() -> String {
+    "https://hooks.slack.com".to_string()
+}
+
 fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
 }
@@ -88,6 +96,7 @@ impl SlackConfig {
         );
         require_url(&mut problems, key("api_base_url"), &config.api_base_url);
         require_url(&mut problems, key("web_base_url"), &config.web_base_url);
+        require_url(&mut problems, key("hooks_base_url"), &config.hooks_base_url);
         require(
             &mut problems,
             key("client_secret"),

@@ -15,6 +15,7 @@ pub mod bot;
 pub mod config;
 pub mod events;
 pub mod ingress;
+mod interactions;
 pub mod post;
 pub mod signature;
 pub mod socket_mode;
@@ -517,7 +518,10 @@ impl Connector for SlackConnector {
     fn handles(&self, event_type: &str) -> bool {
         event_type.starts_with("app_mention")
             || event_type.starts_with("message")
-            || matches!(event_type, "app_uninstalled" | "tokens_revoked")
+            || matches!(
+                event_type,
+                "app_uninstalled" | "tokens_revoked" | "interactive.block_actions"
+            )
     }
 
     async fn handle_event(
@@ -526,6 +530,12 @@ impl Connector for SlackConnector {
         event: &Envelope,
         provider: &ProviderGate,
     ) -> Result<EventEffect, ConnectorError> {
+        if event.event_type == "interactive.block_actions" {
+            self.shared
+                .clicked(credentials, &event.payload, provider)
+                .await?;
+            return Ok(EventEffect::None);
+        }
         if !event.event_type.starts_with("app_mention") && !event.event_type.starts_with("message")
         {
             return Ok(match event.event_type.as_str() {
