@@ -401,16 +401,9 @@ async fn install_slack(daemon: &TestDaemon, token: &str) -> String {
     done["integration"]["id"].as_str().unwrap().to_string()
 }
 
-/// A `block_actions` click on a switchboard button, sent as Slack sends it to the
-/// interactivity URL: the status.
-async fn click(
-    daemon: &TestDaemon,
-    slack: &FakeSlack,
-    team: &str,
-    user: &str,
-    button: &Value,
-) -> u16 {
-    let payload = json!({
+/// A `block_actions` payload: `user` of workspace `team` clicked `button`.
+fn click_payload(slack: &FakeSlack, team: &str, user: &str, button: &Value) -> Value {
+    json!({
         "type": "block_actions",
         "team": {"id": team, "domain": "acme"},
         "user": {"id": user, "username": "jane", "name": "jane", "team_id": team},
@@ -421,7 +414,19 @@ async fn click(
         "response_url": slack.response_url(),
         "actions": [{"type": "button", "action_id": button["action_id"], "block_id": "b1",
             "value": button["value"], "text": button["text"], "action_ts": "1700000001.000100"}],
-    });
+    })
+}
+
+/// A click on a switchboard button, sent as Slack sends it to the interactivity URL:
+/// the status.
+async fn click(
+    daemon: &TestDaemon,
+    slack: &FakeSlack,
+    team: &str,
+    user: &str,
+    button: &Value,
+) -> u16 {
+    let payload = click_payload(slack, team, user, button);
     let body = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("payload", &payload.to_string())
         .finish();
@@ -940,6 +945,70 @@ async fn a_429_holds_the_integration_for_ratelimit_reset_or_a_backoff_without_it
             .iter()
             .all(|e| e["status"] == "done" && e["attempts"] == 0),
         "{events:?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_click_over_socket_mode_is_acknowledged_before_pagerduty_answers() {
+    let pagerduty = FakePagerDuty::start("us").await;
+    let slack = FakeSlack::start().await;
+    let daemon = TestDaemon::start_configured(&format!(
+        "{}\n{}",
+        pagerduty.config_section(""),
+        slack.config_section(true, "")
+    ))
+    .await;
+    daemon.ready().await;
+    let (org, token) = daemon.organization("Acme").await;
+    install_slack(&daemon, &token).await;
+    let (status, done) = connect_key(
+        &daemon,
+        &token,
+        json!({"api_key": USER_KEY, "region": "us"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{done}");
+    assert_eq!(slack.wait_open(&[0], Duration::from_secs(10)).await, [0]);
+    slack
+        .state
+        .emails
+        .lock()
+        .unwrap()
+        .insert("U0JANE".into(), USER_EMAIL.into());
+    pagerduty.open_incident("PINC77", 77);
+    let release = Arc::new(tokio::sync::Notify::new());
+    *pagerduty.state.hold_writes.lock().unwrap() = Some(Arc::clone(&release));
+    let button = json!({"action_id": "switchboard:pagerduty.acknowledge",
+        "value": json!({"o": org, "t": "PINC77"}).to_string(),
+        "text": {"type": "plain_text", "text": "Acknowledge"}});
+    let envelope = slack.send_envelope(
+        0,
+        "interactive",
+        click_payload(&slack, fake_slack::TEAM, "U0JANE", &button),
+        false,
+    );
+    // Acknowledged once stored, while PagerDuty still holds the write.
+    assert!(
+        slack
+            .wait_ack(&envelope, Duration::from_secs(3))
+            .await
+            .is_some(),
+        "acknowledged within Slack's 3 seconds"
+    );
+    assert!(pagerduty.state.writes.lock().unwrap().is_empty());
+    release.notify_one();
+    until("acknowledged in PagerDuty", || async {
+        !pagerduty.state.writes.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        pagerduty.state.writes.lock().unwrap()[0],
+        (
+            "PINC77".to_string(),
+            "acknowledged".to_string(),
+            USER_EMAIL.to_string()
+        )
     );
     daemon.stop().await;
 }
