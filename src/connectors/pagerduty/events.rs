@@ -18,6 +18,40 @@ struct Delivery<'a> {
     event: WebhookEvent<'a>,
 }
 
+/// What the ingress reads of a delivery: its type and time, borrowed from the body;
+/// the rest is skipped, not built (the payload is stored as it came).
+#[derive(Debug, Deserialize)]
+pub struct Head<'a> {
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub occurred_at: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HeadDelivery<'a> {
+    #[serde(borrow)]
+    event: Head<'a>,
+}
+
+impl<'a> Head<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, String> {
+        serde_json::from_slice::<HeadDelivery<'a>>(body)
+            .map(|delivery| delivery.event)
+            .map_err(|e| format!("not a PagerDuty webhook event: {e}"))
+    }
+
+    pub fn occurred_at(&self) -> Option<NaiveDateTime> {
+        occurred_at(self.occurred_at.as_deref())
+    }
+}
+
+fn occurred_at(raw: Option<&str>) -> Option<NaiveDateTime> {
+    chrono::DateTime::parse_from_rfc3339(raw?)
+        .ok()
+        .map(|at| at.naive_utc())
+}
+
 /// One webhook event.
 #[derive(Debug, Deserialize)]
 pub struct WebhookEvent<'a> {
@@ -89,9 +123,7 @@ impl<'a> WebhookEvent<'a> {
     }
 
     pub fn occurred_at(&self) -> Option<NaiveDateTime> {
-        chrono::DateTime::parse_from_rfc3339(self.occurred_at.as_deref()?)
-            .ok()
-            .map(|at| at.naive_utc())
+        occurred_at(self.occurred_at.as_deref())
     }
 
     pub fn is_incident(&self) -> bool {
@@ -241,5 +273,13 @@ mod tests {
         assert_eq!(event.describe(), "PagerDuty service updated (Checkout)");
         assert_eq!(event.subject(), None);
         assert!(WebhookEvent::parse(b"{\"event\": 3}").is_err());
+        let body = serde_json::to_vec(&triggered).unwrap();
+        let head = Head::parse(&body).unwrap();
+        assert_eq!(head.event_type, "incident.triggered");
+        assert_eq!(
+            head.occurred_at().unwrap().to_string(),
+            "2026-12-04 10:00:00"
+        );
+        assert!(Head::parse(b"{\"event\": {}}").is_err());
     }
 }

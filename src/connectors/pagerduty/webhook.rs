@@ -15,7 +15,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::Shared;
-use super::events::{PING, WebhookEvent};
+use super::events::{Head, PING};
 use crate::connectors::ingress::{
     self, Account, Endpoint, IncomingEvent, Ingress, IngressError, Received, SecretCache,
     WebhookRequest,
@@ -124,7 +124,7 @@ impl Ingress for PagerDutyIngress {
                     "no v1 signature matches this subscription's secret",
                 )
             })?;
-        let event = WebhookEvent::parse(body).map_err(IngressError::bad_request)?;
+        let event = Head::parse(body).map_err(IngressError::bad_request)?;
         if event.event_type == PING {
             return Ok(Received::Answer(json!({"ok": true})));
         }
