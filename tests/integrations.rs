@@ -617,7 +617,12 @@ async fn the_quota_limits_provider_requests_not_events() {
         .await
         .unwrap();
     // A new actor (and quota) drains the backlog as it starts; its start-up validation
-    // is a request too.
+    // is a request too. The first actor's own start-up validation is waited for, so
+    // that it is not counted against the new actor's quota on a slow machine.
+    common::until("the first actor validated", || async {
+        connector.validations.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     let validations = connector.validations.load(Ordering::SeqCst);
     let (status, _) = daemon
         .post_json(&format!("/admin/integrations/{id}/restart"))
