@@ -466,27 +466,58 @@ fn buttons(message: &Value) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn incidents_are_acknowledged_and_resolved_from_slack_and_the_message_follows() {
+/// A daemon with the fake PagerDuty and the fake Slack (over Socket Mode or HTTP),
+/// and an organization with both connected (PagerDuty with a user key in the US).
+struct Incidents {
+    pagerduty: FakePagerDuty,
+    slack: FakeSlack,
+    daemon: TestDaemon,
+    org: String,
+    token: String,
+    pagerduty_id: String,
+}
+
+async fn with_slack(socket_mode: bool) -> Incidents {
     let pagerduty = FakePagerDuty::start("us").await;
     let slack = FakeSlack::start().await;
     let daemon = TestDaemon::start_configured(&format!(
         "{}\n{}",
         pagerduty.config_section(""),
-        slack.config_section(false, "")
+        slack.config_section(socket_mode, "")
     ))
     .await;
     daemon.ready().await;
     let (org, token) = daemon.organization("Acme").await;
     install_slack(&daemon, &token).await;
-    let (status, done) = connect_key(
-        &daemon,
-        &token,
-        json!({"api_key": USER_KEY, "region": "us"}),
-    )
-    .await;
+    let pagerduty_id = connect_user_key(&daemon, &token).await;
+    Incidents {
+        pagerduty,
+        slack,
+        daemon,
+        org,
+        token,
+        pagerduty_id,
+    }
+}
+
+/// Connects the fake's user key in the US: the integration's id.
+async fn connect_user_key(daemon: &TestDaemon, token: &str) -> String {
+    let (status, done) =
+        connect_key(daemon, token, json!({"api_key": USER_KEY, "region": "us"})).await;
     assert_eq!(status, 201, "{done}");
-    let pd_id = done["integration"]["id"].as_str().unwrap().to_string();
+    done["integration"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incidents_are_acknowledged_and_resolved_from_slack_and_the_message_follows() {
+    let Incidents {
+        pagerduty,
+        slack,
+        daemon,
+        org,
+        token,
+        pagerduty_id: pd_id,
+    } = with_slack(false).await;
     let (_, _, secret) = pagerduty.only_subscription();
     let (status, route) = daemon
         .call_api(
@@ -866,14 +897,7 @@ async fn a_429_holds_the_integration_for_ratelimit_reset_or_a_backoff_without_it
     let daemon = TestDaemon::start_configured(&pagerduty.config_section("")).await;
     daemon.ready().await;
     let (_, token) = daemon.organization("Acme").await;
-    let (status, done) = connect_key(
-        &daemon,
-        &token,
-        json!({"api_key": USER_KEY, "region": "us"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{done}");
-    let id = done["integration"]["id"].as_str().unwrap().to_string();
+    let id = connect_user_key(&daemon, &token).await;
     let (_, _, secret) = pagerduty.only_subscription();
     let (status, route) = daemon
         .call_api(
@@ -951,24 +975,13 @@ async fn a_429_holds_the_integration_for_ratelimit_reset_or_a_backoff_without_it
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_click_over_socket_mode_is_acknowledged_before_pagerduty_answers() {
-    let pagerduty = FakePagerDuty::start("us").await;
-    let slack = FakeSlack::start().await;
-    let daemon = TestDaemon::start_configured(&format!(
-        "{}\n{}",
-        pagerduty.config_section(""),
-        slack.config_section(true, "")
-    ))
-    .await;
-    daemon.ready().await;
-    let (org, token) = daemon.organization("Acme").await;
-    install_slack(&daemon, &token).await;
-    let (status, done) = connect_key(
-        &daemon,
-        &token,
-        json!({"api_key": USER_KEY, "region": "us"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{done}");
+    let Incidents {
+        pagerduty,
+        slack,
+        daemon,
+        org,
+        ..
+    } = with_slack(true).await;
     assert_eq!(slack.wait_open(&[0], Duration::from_secs(10)).await, [0]);
     slack
         .state

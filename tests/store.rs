@@ -606,3 +606,44 @@ async fn a_group_commit_stores_each_delivery_once_and_records_processed_events_d
             .any(|e| e.id == second[1].id && e.processed_at.is_some())
     );
 }
+
+#[rstest]
+#[case::sqlite(Db::Sqlite)]
+#[case::postgres(Db::Postgres)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subjects_chat_message_is_found_replaced_and_forgotten(#[case] backend: Db) {
+    use switchboard::store::chat_messages::{self, MessageKey};
+    let db = store_or_skip!(backend);
+    let org = organizations::create(&db.store, "Acme").await.unwrap();
+    let key = MessageKey {
+        organization_id: &org.id,
+        connector: "chat",
+        channel: "C1",
+        subject: "acme:incident:42",
+    };
+    assert_eq!(chat_messages::find(&db.store, key).await.unwrap(), None);
+    chat_messages::save(&db.store, key, r#"{"ts":"1"}"#)
+        .await
+        .unwrap();
+    chat_messages::save(&db.store, key, r#"{"ts":"2"}"#)
+        .await
+        .unwrap();
+    let other_channel = MessageKey {
+        channel: "C2",
+        ..key
+    };
+    assert_eq!(
+        chat_messages::find(&db.store, other_channel).await.unwrap(),
+        None
+    );
+    let found = chat_messages::find(&db.store, key).await.unwrap().unwrap();
+    assert_eq!(
+        found.message_ref, r#"{"ts":"2"}"#,
+        "the newer post replaces"
+    );
+    chat_messages::touch(&db.store, key).await.unwrap();
+    let touched = chat_messages::find(&db.store, key).await.unwrap().unwrap();
+    assert!(touched.updated_at >= found.updated_at);
+    chat_messages::forget(&db.store, key).await.unwrap();
+    assert_eq!(chat_messages::find(&db.store, key).await.unwrap(), None);
+}

@@ -33,10 +33,22 @@ pub struct MessageKey<'a> {
     pub subject: &'a str,
 }
 
+impl MessageKey<'_> {
+    /// The row's primary key.
+    fn id(&self) -> (&str, &str, &str, &str) {
+        (
+            self.organization_id,
+            self.connector,
+            self.channel,
+            self.subject,
+        )
+    }
+}
+
 pub async fn find(store: &Store, key: MessageKey<'_>) -> Result<Option<ChatMessage>, StoreError> {
     let found = with_conn!(store, |conn| {
         chat_messages::table
-            .find((key.organization_id, key.connector, key.channel, key.subject))
+            .find(key.id())
             .first::<ChatMessage>(conn)
             .await
             .optional()
@@ -57,14 +69,9 @@ pub async fn save(store: &Store, key: MessageKey<'_>, message_ref: &str) -> Resu
         updated_at: at,
     };
     write_tx!(store, |conn| {
-        diesel::delete(chat_messages::table.find((
-            key.organization_id,
-            key.connector,
-            key.channel,
-            key.subject,
-        )))
-        .execute(conn)
-        .await?;
+        diesel::delete(chat_messages::table.find(key.id()))
+            .execute(conn)
+            .await?;
         diesel::insert_into(chat_messages::table)
             .values(&row)
             .execute(conn)
@@ -76,15 +83,10 @@ pub async fn save(store: &Store, key: MessageKey<'_>, message_ref: &str) -> Resu
 /// Notes that the message was updated.
 pub async fn touch(store: &Store, key: MessageKey<'_>) -> Result<(), StoreError> {
     write_tx!(store, |conn| {
-        diesel::update(chat_messages::table.find((
-            key.organization_id,
-            key.connector,
-            key.channel,
-            key.subject,
-        )))
-        .set(chat_messages::updated_at.eq(now()))
-        .execute(conn)
-        .await?;
+        diesel::update(chat_messages::table.find(key.id()))
+            .set(chat_messages::updated_at.eq(now()))
+            .execute(conn)
+            .await?;
         Ok(())
     })
 }
@@ -92,14 +94,9 @@ pub async fn touch(store: &Store, key: MessageKey<'_>) -> Result<(), StoreError>
 /// Forgets the subject's message (the subject ended).
 pub async fn forget(store: &Store, key: MessageKey<'_>) -> Result<(), StoreError> {
     write_tx!(store, |conn| {
-        diesel::delete(chat_messages::table.find((
-            key.organization_id,
-            key.connector,
-            key.channel,
-            key.subject,
-        )))
-        .execute(conn)
-        .await?;
+        diesel::delete(chat_messages::table.find(key.id()))
+            .execute(conn)
+            .await?;
         Ok(())
     })
 }
