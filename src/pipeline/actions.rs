@@ -57,8 +57,8 @@ pub trait Describe: Send + Sync + 'static {
     }
 }
 
-/// The thing an event is about, the same across its events: a Datadog alert from
-/// trigger to recovery, a PagerDuty incident. Actions use it to fold an event into
+/// The thing an event is about, the same across its events: a monitoring alert from
+/// trigger to recovery, an on-call incident. Actions use it to fold an event into
 /// what came before: one incident per alert, one chat message updated as the
 /// incident moves on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub struct Subject {
 pub struct Control {
     /// What the button says.
     pub label: String,
-    /// `<connector>.<verb>`: who acts, and how (`pagerduty.acknowledge`).
+    /// `<connector>.<verb>`: who acts, and how (`<connector>.acknowledge`).
     pub operation: String,
     /// What it acts on, in the connector's terms (an incident id).
     pub target: String,
