@@ -155,6 +155,25 @@ impl CallbackRequest {
     }
 }
 
+/// A yes/no field of a callback (`"true"` or `"false"`), `default` when absent.
+pub fn flag_field(
+    fields: &BTreeMap<String, Secret>,
+    name: &str,
+    default: bool,
+) -> Result<bool, ConnectorError> {
+    match fields
+        .get(name)
+        .map(|v| v.expose().trim().to_ascii_lowercase())
+    {
+        None => Ok(default),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(_) => Err(ConnectorError::Invalid(format!(
+            "credentials.{name} must be \"true\" or \"false\""
+        ))),
+    }
+}
+
 /// One credential in plaintext, on its way to or from the vault.
 #[derive(Debug, Clone)]
 pub struct CredentialValue {

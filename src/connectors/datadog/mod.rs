@@ -16,7 +16,6 @@ pub mod events;
 mod poll;
 pub mod webhook;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
@@ -220,25 +219,6 @@ pub fn webhook_name(integration_id: &str) -> String {
     format!("switchboard-{integration_id}")
 }
 
-/// A yes/no field of the callback.
-fn flag(
-    fields: &BTreeMap<String, Secret>,
-    name: &str,
-    default: bool,
-) -> Result<bool, ConnectorError> {
-    match fields
-        .get(name)
-        .map(|v| v.expose().trim().to_ascii_lowercase())
-    {
-        None => Ok(default),
-        Some(v) if v == "true" => Ok(true),
-        Some(v) if v == "false" => Ok(false),
-        Some(_) => Err(ConnectorError::Invalid(format!(
-            "credentials.{name} must be \"true\" or \"false\""
-        ))),
-    }
-}
-
 /// A path segment, percent-encoded.
 fn encode_path(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
@@ -286,8 +266,8 @@ impl Connector for DatadogConnector {
                 .ok_or_else(|| ConnectorError::Invalid(format!("credentials.{name} is required")))
         };
         let (api_key, application_key) = (required(API_KEY)?, required(APPLICATION_KEY)?);
-        let poll = flag(fields, "poll", false)?;
-        let install_webhook = flag(fields, "webhook", true)?;
+        let poll = super::flag_field(fields, "poll", false)?;
+        let install_webhook = super::flag_field(fields, "webhook", true)?;
         let keys = Keys {
             owner: &request.integration_id,
             api_key,

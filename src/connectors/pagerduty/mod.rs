@@ -484,22 +484,6 @@ fn token_values(answer: &Value) -> Result<Vec<CredentialValue>, ConnectorError> 
     ])
 }
 
-/// A yes/no field of the callback.
-fn flag(
-    fields: &BTreeMap<String, Secret>,
-    name: &str,
-    default: bool,
-) -> Result<bool, ConnectorError> {
-    match field(fields, name).map(|v| v.to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) if v == "true" => Ok(true),
-        Some(v) if v == "false" => Ok(false),
-        Some(_) => Err(ConnectorError::Invalid(format!(
-            "credentials.{name} must be \"true\" or \"false\""
-        ))),
-    }
-}
-
 /// The subscription's filter: a service, a team, or the whole account.
 fn filter(fields: &BTreeMap<String, Secret>) -> Result<Value, ConnectorError> {
     match (field(fields, "service_id"), field(fields, "team_id")) {
@@ -583,7 +567,7 @@ impl Connector for PagerDutyConnector {
 
     async fn complete(&self, request: &CallbackRequest) -> Result<Authorized, ConnectorError> {
         let fields = request.fields_among(&FIELDS, "PagerDuty")?;
-        let install_webhook = flag(fields, "webhook", true)?;
+        let install_webhook = super::flag_field(fields, "webhook", true)?;
         let filter = filter(fields)?;
         let connected = match &request.code {
             Some(code) => self.complete_oauth(request, code, fields).await?,
