@@ -47,3 +47,8 @@ pub async fn send(request: reqwest::RequestBuilder, provider: &str) -> Result<An
         text,
     })
 }
+
+/// One segment of a URL path (an id from a provider or a tenant), percent-encoded.
+pub fn path_segment(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}

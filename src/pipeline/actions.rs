@@ -111,6 +111,17 @@ impl ActionEvent<'_> {
     }
 }
 
+/// `text` cut to at most `max` characters (a provider's limit on a title), ending in
+/// `…` when cut.
+pub fn truncated(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// Every action kind this daemon offers, by full name.
 #[derive(Clone, Default)]
 pub struct ActionKinds {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::api::Wait;
 use super::{NAME, Shared};
-use crate::pipeline::actions::{self, Action, ActionEvent, ActionKind, Settings};
+use crate::pipeline::actions::{self, Action, ActionEvent, ActionKind, Settings, truncated};
 use crate::problem::Problem;
 use crate::store::integrations::{self, STATUS_ACTIVE};
 
@@ -65,15 +65,6 @@ impl ActionKind for DatadogEventAction {
 struct PostEvent {
     shared: Arc<Shared>,
     settings: EventSettings,
-}
-
-fn truncated(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(max - 1).collect();
-    cut.push('…');
-    cut
 }
 
 #[async_trait::async_trait]

@@ -219,11 +219,6 @@ pub fn webhook_name(integration_id: &str) -> String {
     format!("switchboard-{integration_id}")
 }
 
-/// A path segment, percent-encoded.
-fn encode_path(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
-}
-
 fn generate_webhook_secret() -> Secret {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -372,7 +367,7 @@ impl Connector for DatadogConnector {
         let Some(name) = credentials.metadata["webhook"]["name"].as_str() else {
             return Ok(());
         };
-        let path = format!("{WEBHOOKS_PATH}/{}", encode_path(name));
+        let path = format!("{WEBHOOKS_PATH}/{}", super::http::path_segment(name));
         match self
             .shared
             .api
@@ -397,7 +392,7 @@ impl Connector for DatadogConnector {
             return Err(ConnectorError::NotSupported);
         };
         let (base, keys) = self.shared.integration(credentials)?;
-        let path = format!("{WEBHOOKS_PATH}/{}", encode_path(name));
+        let path = format!("{WEBHOOKS_PATH}/{}", super::http::path_segment(name));
         match self
             .shared
             .api

@@ -20,7 +20,7 @@ use super::api::{PagerDutyError, Wait};
 use super::events::WebhookEvent;
 use super::{NAME, Shared};
 use crate::connectors::{ConnectorError, Operated, Operation};
-use crate::pipeline::actions::{self, Action, ActionEvent, ActionKind, Settings};
+use crate::pipeline::actions::{self, Action, ActionEvent, ActionKind, Settings, truncated};
 use crate::problem::Problem;
 
 const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
@@ -123,15 +123,6 @@ struct Trigger {
     events_base: String,
     owner: String,
     settings: TriggerSettings,
-}
-
-fn truncated(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(max - 1).collect();
-    cut.push('…');
-    cut
 }
 
 impl Trigger {
@@ -348,7 +339,10 @@ async fn set_status(
     from: Option<&str>,
     wait: Wait,
 ) -> Result<Operated, ConnectorError> {
-    let path = format!("/incidents/{}", encode(incident));
+    let path = format!(
+        "/incidents/{}",
+        crate::connectors::http::path_segment(incident)
+    );
     let account = shared.account(credentials, None)?;
     let current = shared
         .rest(&account, Method::GET, &path, None, wait)
@@ -405,7 +399,10 @@ async fn add_note(
         .rest(
             &account,
             Method::POST,
-            &format!("/incidents/{}/notes", encode(incident)),
+            &format!(
+                "/incidents/{}/notes",
+                crate::connectors::http::path_segment(incident)
+            ),
             Some(&body),
             wait,
         )
@@ -418,10 +415,6 @@ fn incident_name(incident: &Value, id: &str) -> String {
         .as_u64()
         .or_else(|| incident["number"].as_u64())
         .map_or_else(|| format!("Incident {id}"), |n| format!("Incident #{n}"))
-}
-
-fn encode(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }
 
 /// A click on a chat button: the organization's own PagerDuty integration acts, as

@@ -118,10 +118,7 @@ impl PagerDutyApi {
         body: Option<&Value>,
         wait: Wait,
     ) -> Result<Value, PagerDutyError> {
-        // A 429 is waited out and the request sent once more, when the caller may wait.
-        let mut limited_once = false;
-        loop {
-            self.pace(caller.owner, wait).await?;
+        self.paced(caller.owner, wait, || {
             let mut request = self
                 .http
                 .request(method.clone(), format!("{base}{path}"))
@@ -139,13 +136,9 @@ impl PagerDutyApi {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            match self.answer(caller.owner, request).await {
-                Err(PagerDutyError::RateLimited(_)) if wait != Wait::No && !limited_once => {
-                    limited_once = true;
-                }
-                outcome => return outcome,
-            }
-        }
+            request
+        })
+        .await
     }
 
     /// Sends an event to the Events API v2 (`/v2/enqueue`); its answer
@@ -157,14 +150,26 @@ impl PagerDutyApi {
         event: &Value,
         wait: Wait,
     ) -> Result<Value, PagerDutyError> {
+        self.paced(owner, wait, || {
+            self.http
+                .post(format!("{events_base}/v2/enqueue"))
+                .json(event)
+        })
+        .await
+    }
+
+    /// Sends the request `build` makes under the owner's pacing. A 429 is waited out
+    /// and the request sent once more, when the caller may wait.
+    async fn paced(
+        &self,
+        owner: &str,
+        wait: Wait,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Value, PagerDutyError> {
         let mut limited_once = false;
         loop {
             self.pace(owner, wait).await?;
-            let request = self
-                .http
-                .post(format!("{events_base}/v2/enqueue"))
-                .json(event);
-            match self.answer(owner, request).await {
+            match self.answer(owner, build()).await {
                 Err(PagerDutyError::RateLimited(_)) if wait != Wait::No && !limited_once => {
                     limited_once = true;
                 }

@@ -499,10 +499,7 @@ fn filter(fields: &BTreeMap<String, Secret>) -> Result<Value, ConnectorError> {
 }
 
 fn subscription_path(id: &str) -> String {
-    format!(
-        "/webhook_subscriptions/{}",
-        url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
-    )
+    format!("/webhook_subscriptions/{}", super::http::path_segment(id))
 }
 
 #[async_trait::async_trait]
