@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_actors::{
-    ChildSpec, HealthReport, Intensity, ObserveOptions, Registry, Status, Strategy,
-    SupervisorError, SupervisorMsg, SupervisorRef, SupervisorSpec,
+    ChildSpec, HealthReport, Intensity, ObserveOptions, Registry, Strategy, SupervisorError,
+    SupervisorMsg, SupervisorRef, SupervisorSpec,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -325,19 +325,6 @@ impl ActorTree {
             root = root.child(ChildSpec::supervisor(spec).shutdown(supervision.shutdown_timeout));
             names.push(connector.name().to_string());
             running.insert(connector.name().to_string(), shared);
-        }
-        for (name, reason) in services.connectors.unavailable() {
-            warn!(connector = %name, reason, "connector configured but not available");
-            let spec = SupervisorSpec::new(connectors::actor_name(name))
-                .kind("connector")
-                .registry(registry.clone())
-                .reporter(move |report: &mut HealthReport| {
-                    report.status = Status::Stopped;
-                    report.last_error = Some(reason.to_string());
-                    report.details.insert("available".into(), false.into());
-                });
-            root = root.child(ChildSpec::supervisor(spec).shutdown(supervision.shutdown_timeout));
-            names.push(name.to_string());
         }
 
         let tenant_routes = Arc::new(TenantRoutes::new(

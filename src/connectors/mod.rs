@@ -7,10 +7,9 @@
 //! daemon capabilities: its webhook [`ingress`], actors of its own, polling, named
 //! route actions. The shared layers (`http/`, `pipeline/`, `tree.rs`, `daemon.rs`)
 //! never name a provider. Each is built from its `[connectors.<name>]` section ("the
-//! config is the factory") and registered in [`PROVIDERS`]. A configured provider
-//! this build does not implement yet is accepted, and the daemon says plainly that it
-//! is not available instead of pretending to connect.
+//! config is the factory") and registered in [`PROVIDERS`].
 
+pub mod aws;
 pub mod datadog;
 mod gate;
 pub mod gcp;
@@ -52,6 +51,7 @@ pub struct Provider {
 
 /// Every provider this build implements. Adding one is a folder and a line here.
 pub const PROVIDERS: &[Provider] = &[
+    aws::PROVIDER,
     datadog::PROVIDER,
     gcp::PROVIDER,
     github::PROVIDER,
@@ -59,13 +59,6 @@ pub const PROVIDERS: &[Provider] = &[
     slack::PROVIDER,
     webhook::PROVIDER,
 ];
-
-/// Providers the design names that this build does not implement yet: a section for
-/// one is accepted, shown `stopped` with [`NOT_IMPLEMENTED`], and handles nothing.
-const PLANNED: &[&str] = &["aws"];
-
-pub const NOT_IMPLEMENTED: &str =
-    "this provider is not implemented in this build: its events and integrations are not handled";
 
 /// The supervisor name of a connector in the actor tree.
 pub fn actor_name(connector: &str) -> String {
@@ -454,12 +447,11 @@ pub enum EventEffect {
 }
 
 /// The connectors this daemon runs, by name, with the settings every connector may
-/// have, and the configured ones this build does not implement.
+/// have.
 #[derive(Clone, Default)]
 pub struct ConnectorSet {
     connectors: BTreeMap<String, Arc<dyn Connector>>,
     settings: BTreeMap<String, CommonSettings>,
-    unavailable: BTreeMap<String, &'static str>,
 }
 
 impl fmt::Debug for ConnectorSet {
@@ -489,14 +481,8 @@ impl ConnectorSet {
                     Ok(connector) => set = set.with_settings(connector, section.common),
                     Err(found) => problems.extend(found),
                 }
-            } else if PLANNED.contains(&name.as_str()) {
-                set.unavailable.insert(name.clone(), NOT_IMPLEMENTED);
             } else {
-                let known: Vec<&str> = PROVIDERS
-                    .iter()
-                    .map(|p| p.name)
-                    .chain(PLANNED.iter().copied())
-                    .collect();
+                let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
                 problems.push(Problem::new(
                     format!("connectors.{name}"),
                     format!("unknown connector (known: {})", known.join(", ")),
@@ -540,13 +526,6 @@ impl ConnectorSet {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.connectors.keys().map(String::as_str)
-    }
-
-    /// Configured connectors this build cannot run, and why.
-    pub fn unavailable(&self) -> impl Iterator<Item = (&str, &'static str)> {
-        self.unavailable
-            .iter()
-            .map(|(name, why)| (name.as_str(), *why))
     }
 
     /// Every route action: the pipeline's own and each connector's.
@@ -633,19 +612,6 @@ mod tests {
             found,
             ["connectors.webhook.timestamp_tolerance: must be longer than zero"]
         );
-    }
-
-    #[test]
-    fn a_planned_provider_is_accepted_and_shown_unavailable() {
-        let sections: BTreeMap<String, toml::Table> =
-            toml::from_str("[aws]\n[webhook]\nwebhook_listen = \"127.0.0.1:0\"").unwrap();
-        let set = ConnectorSet::from_sections(&sections).expect("valid");
-        assert_eq!(set.names().collect::<Vec<_>>(), ["webhook"]);
-        assert_eq!(
-            set.unavailable().collect::<Vec<_>>(),
-            [("aws", NOT_IMPLEMENTED)]
-        );
-        assert!(set.settings("webhook").webhook_listen.is_some());
     }
 
     #[test]

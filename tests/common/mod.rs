@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod browser;
 pub mod db;
+pub mod fake_aws;
 pub mod fake_datadog;
 pub mod fake_github;
 pub mod fake_google;

@@ -9,9 +9,7 @@
 //! each 429 in a row. A caller that may wait (a route action, a click) sleeps through
 //! it, up to a bound; one that may not gets `RateLimited` at once.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
@@ -21,7 +19,6 @@ use switchboard_actors::{Quota, RateLimiter};
 
 use crate::connectors::ConnectorError;
 use crate::connectors::http::{self, Answer};
-use crate::lock;
 use crate::secret::Secret;
 
 pub const REST_ACCEPT: &str = "application/vnd.pagerduty+json;version=2";
@@ -93,8 +90,8 @@ pub struct PagerDutyApi {
     http: reqwest::Client,
     /// Pacing per integration, and the holds a 429 sets.
     limiter: RateLimiter<String>,
-    /// 429s without `ratelimit-reset` in a row, per integration.
-    backoffs: Mutex<HashMap<String, u32>>,
+    /// Holds after 429s without `ratelimit-reset`, per integration.
+    backoffs: http::Backoffs,
 }
 
 impl PagerDutyApi {
@@ -104,7 +101,7 @@ impl PagerDutyApi {
         Self {
             http: http::client(timeout),
             limiter: RateLimiter::new(Some(quota)),
-            backoffs: Mutex::default(),
+            backoffs: http::Backoffs::new(BACKOFF_START, BACKOFF_CAP),
         }
     }
 
@@ -239,11 +236,11 @@ impl PagerDutyApi {
             .map_err(PagerDutyError::Unavailable)?;
         let reset = header_u64(&headers, "ratelimit-reset").map(Duration::from_secs);
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let hold = reset.unwrap_or_else(|| self.next_backoff(owner));
+            let hold = reset.unwrap_or_else(|| self.backoffs.next(owner));
             self.limiter.block_key_for(owner.to_string(), hold);
             return Err(PagerDutyError::RateLimited(hold));
         }
-        lock(&self.backoffs).remove(owner);
+        self.backoffs.reset(owner);
         if header_u64(&headers, "ratelimit-remaining") == Some(0)
             && let Some(reset) = reset
         {
@@ -273,16 +270,6 @@ impl PagerDutyApi {
                 message,
             },
         })
-    }
-
-    fn next_backoff(&self, owner: &str) -> Duration {
-        let mut backoffs = lock(&self.backoffs);
-        let count = backoffs.entry(owner.to_string()).or_insert(0);
-        let hold = BACKOFF_START
-            .saturating_mul(1 << (*count).min(6))
-            .min(BACKOFF_CAP);
-        *count += 1;
-        hold
     }
 }
 
@@ -368,8 +355,8 @@ mod tests {
                 .is_err()
         );
         assert_eq!(api.pace("i2", Wait::No).await, Ok(()), "per integration");
-        assert_eq!(api.next_backoff("i3"), Duration::from_secs(1));
-        assert_eq!(api.next_backoff("i3"), Duration::from_secs(2));
-        assert_eq!(api.next_backoff("i3"), Duration::from_secs(4));
+        assert_eq!(api.backoffs.next("i3"), Duration::from_secs(1));
+        assert_eq!(api.backoffs.next("i3"), Duration::from_secs(2));
+        assert_eq!(api.backoffs.next("i3"), Duration::from_secs(4));
     }
 }
