@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod chat_messages;
+pub mod cluster;
 pub mod events;
 mod group_commit;
 pub mod integrations;

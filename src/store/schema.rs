@@ -140,6 +140,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    cluster_nodes (node_id) {
+        node_id -> Text,
+        version -> Text,
+        started_at -> Timestamp,
+        heartbeat_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    integration_leases (integration_id) {
+        integration_id -> Text,
+        node_id -> Nullable<Text>,
+        epoch -> BigInt,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_tokens -> organizations (organization_id));
 diesel::joinable!(integrations -> organizations (organization_id));
 diesel::joinable!(integration_credentials -> integrations (integration_id));
@@ -155,4 +174,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     routes,
     poll_cursors,
     chat_messages,
+    cluster_nodes,
+    integration_leases,
 );

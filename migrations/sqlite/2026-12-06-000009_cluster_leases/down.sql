@@ -1,0 +1,2 @@
+DROP TABLE integration_leases;
+DROP TABLE cluster_nodes;
