@@ -159,6 +159,7 @@ async fn parts() {
         validation_spread: Duration::from_secs(3600),
         pipeline: None,
         poll_interval: Duration::from_secs(60),
+        cluster: None,
     });
     let before = live_mib();
     let supervisor = switchboard_actors::SupervisorSpec::new("parts")

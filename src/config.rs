@@ -69,6 +69,10 @@ pub struct Config {
     pub integrations: IntegrationsConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// `[cluster]`: several nodes on one PostgreSQL (see `cluster.rs`); absent, this
+    /// node runs every integration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// `[[routes]]`: where an organization's events go after their connector.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -542,6 +546,9 @@ impl Config {
                     "is required",
                 ));
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            problems.extend(cluster.problems(self.database.url.expose()));
         }
         // Each connector's section and each route's action settings are checked by
         // their owners: `connectors::check`.

@@ -64,6 +64,8 @@ pub trait CredentialStore: Send + Sync + 'static {
 pub struct VaultCredentials {
     pub store: Store,
     pub vault: Vault,
+    /// Cluster mode: a credential is replaced only under this node's lease.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 #[async_trait::async_trait]
@@ -111,14 +113,33 @@ impl CredentialStore for VaultCredentials {
             values,
         )
         .await?;
-        integrations::replace_credentials(
+        let Some(cluster) = &self.cluster else {
+            return integrations::replace_credentials(
+                &self.store,
+                &integration.organization_id,
+                &integration.id,
+                sealed,
+            )
+            .await
+            .map_err(|e| e.to_string());
+        };
+        let refused = || {
+            cluster.fenced(&integration.id);
+            crate::store::StoreError::Fenced(integration.id.clone()).to_string()
+        };
+        let epoch = cluster.fence(&integration.id).ok_or_else(refused)?;
+        match crate::store::cluster::replace_credentials(
             &self.store,
             &integration.organization_id,
             &integration.id,
+            cluster.fence_of(epoch),
             sealed,
         )
         .await
-        .map_err(|e| e.to_string())
+        {
+            Err(crate::store::StoreError::Fenced(_)) => Err(refused()),
+            other => other.map_err(|e| e.to_string()),
+        }
     }
 
     async fn set_status(&self, integration: &Integration, status: &str) -> Result<(), String> {
@@ -220,6 +241,8 @@ pub struct IntegrationServices {
     pub pipeline: Option<Arc<Pipeline>>,
     /// How often integrations poll, for a connector whose integrations do.
     pub poll_interval: Duration,
+    /// Cluster mode: the lease this node holds fences every write that matters.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 #[derive(Clone)]
@@ -302,6 +325,85 @@ enum Work {
 }
 
 impl IntegrationState {
+    /// Cluster mode: the fence of this integration's writes, or the refusal when this
+    /// node no longer holds its lease. `Ok(None)` outside cluster mode.
+    fn fence(&self) -> Result<Option<(&crate::cluster::Cluster, i64)>, store::StoreError> {
+        let Some(cluster) = &self.services.cluster else {
+            return Ok(None);
+        };
+        match cluster.fence(&self.integration.id) {
+            Some(epoch) => Ok(Some((cluster, epoch))),
+            None => Err(self.fenced(store::StoreError::Fenced(self.integration.id.clone()))),
+        }
+    }
+
+    /// Counts a write the lease refused (the keeper stops this actor at its next round).
+    fn fenced(&self, error: store::StoreError) -> store::StoreError {
+        if let (store::StoreError::Fenced(_), Some(cluster)) = (&error, &self.services.cluster) {
+            cluster.fenced(&self.integration.id);
+        }
+        error
+    }
+
+    /// Marks processed events `done`: through the inbox's group commit, or in cluster
+    /// mode under this node's lease.
+    async fn record_done(
+        &self,
+        pipeline: &Pipeline,
+        done: Vec<String>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        match self.fence().map_err(|e| e.to_string())? {
+            None => inbox::record_done(&pipeline.registry, &pipeline.store, done, timeout).await,
+            Some((cluster, epoch)) => store::cluster::mark_done(
+                &pipeline.store,
+                &self.integration.id,
+                cluster.fence_of(epoch),
+                &done,
+            )
+            .await
+            .map_err(|e| self.fenced(e).to_string()),
+        }
+    }
+
+    async fn mark_failed(
+        &self,
+        store: &Store,
+        event_id: &str,
+        attempts: i32,
+        reason: &str,
+        next_attempt_at: Option<NaiveDateTime>,
+    ) -> Result<(), store::StoreError> {
+        match self.fence()? {
+            None => events::mark_failed(store, event_id, attempts, reason, next_attempt_at).await,
+            Some((cluster, epoch)) => store::cluster::mark_failed(
+                store,
+                &self.integration.id,
+                cluster.fence_of(epoch),
+                event_id,
+                attempts,
+                reason,
+                next_attempt_at,
+            )
+            .await
+            .map_err(|e| self.fenced(e)),
+        }
+    }
+
+    async fn save_cursor(&self, store: &Store, row: &PollCursor) -> Result<(), store::StoreError> {
+        match self.fence()? {
+            None => poll_cursors::save(store, row).await,
+            Some((cluster, epoch)) => {
+                store::cluster::save_cursor(store, cluster.fence_of(epoch), row)
+                    .await
+                    .map_err(|e| self.fenced(e))
+            }
+        }
+    }
+
     /// `work` just succeeded: an error it had left is over.
     fn recovered(&mut self, work: Work) {
         if self.last_error.as_ref().is_some_and(|(of, _)| *of == work) {
@@ -557,7 +659,8 @@ impl IntegrationState {
                 pipeline.metrics.dead.inc();
                 log_unrecorded(
                     &self.integration.id,
-                    events::mark_failed(&pipeline.store, &event.id, attempts, &reason, None).await,
+                    self.mark_failed(&pipeline.store, &event.id, attempts, &reason, None)
+                        .await,
                 );
                 continue;
             }
@@ -568,14 +671,13 @@ impl IntegrationState {
             pipeline.metrics.retried.inc();
             log_unrecorded(
                 &self.integration.id,
-                events::mark_failed(&pipeline.store, &event.id, attempts, &reason, Some(due)).await,
+                self.mark_failed(&pipeline.store, &event.id, attempts, &reason, Some(due))
+                    .await,
             );
             wait = Some(delay);
             break;
         }
-        if let Err(error) =
-            inbox::record_done(&pipeline.registry, &pipeline.store, done, DONE_TIMEOUT).await
-        {
+        if let Err(error) = self.record_done(&pipeline, done, DONE_TIMEOUT).await {
             // Not recorded: they stay pending and are processed again (at least once).
             warn!(integration_id = %self.integration.id, error = %error, "processed events not recorded");
             self.schedule_events(myself, pipeline.retry.delay(1));
@@ -813,7 +915,7 @@ impl IntegrationState {
             self.poll_failed(myself, &pipeline, message).await;
             return;
         }
-        let Some(polling) = self.polling.as_mut() else {
+        let Some(polling) = self.polling.as_ref() else {
             return;
         };
         let mut row = polling.row.clone();
@@ -830,11 +932,14 @@ impl IntegrationState {
         row.next_poll_at =
             Some(store::now() + chrono::Duration::from_std(delay).unwrap_or_default());
         // Only now that its events are durable.
-        if let Err(error) = poll_cursors::save(&pipeline.store, &row).await {
+        if let Err(error) = self.save_cursor(&pipeline.store, &row).await {
             let message = format!("poll cursor not saved: {error}");
             self.poll_failed(myself, &pipeline, message).await;
             return;
         }
+        let Some(polling) = self.polling.as_mut() else {
+            return;
+        };
         polling.row = row;
         polling.failures = 0;
         self.recovered(Work::Polling);
@@ -868,7 +973,7 @@ impl IntegrationState {
         self.last_error = Some((Work::Polling, message));
         self.schedule_poll(myself, delay);
         if let Some(polling) = &self.polling
-            && let Err(error) = poll_cursors::save(&pipeline.store, &polling.row).await
+            && let Err(error) = self.save_cursor(&pipeline.store, &polling.row).await
         {
             warn!(integration_id = %self.integration.id, failures, error = %error, "poll state not saved");
         }

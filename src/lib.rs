@@ -15,6 +15,7 @@
 //! - [`secret`]: a string type that never prints itself.
 //! - [`shutdown`]: the one shutdown signal passed down through the daemon.
 //! - [`tree`]: the root supervisor and the actor tree built from the configuration.
+//! - [`cluster`]: several nodes on one PostgreSQL: leases, fencing, failover.
 //! - [`connectors`]: one module per provider and the `[connectors.<name>]` sections.
 //! - [`http`]: the API listener and the admin endpoint (health, restarts, metrics).
 //! - [`daemon`]: starting and stopping all of the above.
@@ -22,6 +23,7 @@
 //! The domain-free supervision toolkit lives in the `switchboard-actors` crate.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connectors;
 pub mod daemon;

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::cluster::{Cluster, KEEPER, KeeperArgs, KeeperMsg, LeaseKeeper};
 use crate::config::Config;
 use crate::connectors::{self, Connector, ConnectorSet};
 use crate::integration::{
@@ -79,6 +80,10 @@ pub struct ActorTree {
     store_ready: watch::Receiver<bool>,
     /// Tenant routes: created through the API, stored, and running.
     tenant_routes: Arc<TenantRoutes>,
+    /// Cluster mode: this node's leases (`None`: it runs every integration).
+    cluster: Option<Arc<Cluster>>,
+    /// Where the lease keeper finds this tree once it is shared.
+    keeper_tree: Arc<std::sync::OnceLock<std::sync::Weak<ActorTree>>>,
 }
 
 /// The daemon as connectors see it (a chat bot's `status` and `restart`). It holds
@@ -170,6 +175,7 @@ impl ActorTree {
     /// Lets connectors reach the daemon (call once the tree is shared).
     pub fn attach(self: &Arc<Self>) {
         let _ = self.daemon_services.tree.set(Arc::downgrade(self));
+        let _ = self.keeper_tree.set(Arc::downgrade(self));
     }
 
     pub async fn start(config: &Config, services: Services) -> Result<Self, TreeError> {
@@ -215,6 +221,14 @@ impl ActorTree {
             .shutdown(supervision.shutdown_timeout),
         );
 
+        let cluster = config
+            .cluster
+            .as_ref()
+            .filter(|_| services.store.backend() == crate::store::Backend::Postgres)
+            .map(|settings| Arc::new(Cluster::new(settings, services.store.clone())));
+        if let Some(cluster) = &cluster {
+            info!(node_id = %cluster.node_id, lease_ttl = ?cluster.lease_ttl, "cluster mode: integrations run where their lease is held");
+        }
         let metrics = Arc::new(PipelineMetrics::default());
         let action_kinds = services
             .connectors
@@ -257,6 +271,7 @@ impl ActorTree {
                 routes: Arc::clone(&routes),
             }),
             store_ready: store_ready.clone(),
+            cluster: cluster.clone(),
         };
         root = root.child(
             ChildSpec::actor(INBOX, "inbox", move || (InboxActor, inbox.clone()))
@@ -281,6 +296,7 @@ impl ActorTree {
         let credentials = Arc::new(VaultCredentials {
             store: services.store.clone(),
             vault: vault.clone(),
+            cluster: cluster.clone(),
         });
         let context = connectors::ConnectorContext {
             store: services.store.clone(),
@@ -306,6 +322,7 @@ impl ActorTree {
                     .settings(connector.name())
                     .poll_interval
                     .unwrap_or(connectors::DEFAULT_POLL_INTERVAL),
+                cluster: cluster.clone(),
             });
             let mut spec = connector_supervisor(
                 connector.as_ref(),
@@ -325,6 +342,23 @@ impl ActorTree {
             root = root.child(ChildSpec::supervisor(spec).shutdown(supervision.shutdown_timeout));
             names.push(connector.name().to_string());
             running.insert(connector.name().to_string(), shared);
+        }
+
+        // Last, so that it stops first: its integration actors stop and their leases
+        // are handed back while the rest of the tree still runs.
+        let keeper_tree = Arc::new(std::sync::OnceLock::new());
+        if let Some(cluster) = &cluster {
+            let args = KeeperArgs {
+                cluster: Arc::clone(cluster),
+                tree: Arc::clone(&keeper_tree),
+                store_ready: store_ready.clone(),
+                version: env!("CARGO_PKG_VERSION"),
+            };
+            root = root.child(
+                ChildSpec::actor(KEEPER, "cluster", move || (LeaseKeeper, args.clone()))
+                    .observed_with::<KeeperMsg>()
+                    .shutdown(supervision.shutdown_timeout),
+            );
         }
 
         let tenant_routes = Arc::new(TenantRoutes::new(
@@ -352,7 +386,14 @@ impl ActorTree {
             daemon_services,
             store_ready,
             tenant_routes,
+            cluster,
+            keeper_tree,
         })
+    }
+
+    /// Cluster mode's view of this node, if it is on.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Resolves once the store is migrated and the vault has its keys: the daemon is
@@ -402,7 +443,14 @@ impl ActorTree {
 
     /// The health tree, listing what `options` select (a page of a large connector).
     pub async fn health_with(&self, options: ObserveOptions) -> HealthReport {
-        self.root.observe_with(self.observe_timeout, options).await
+        let mut report = self.root.observe_with(self.observe_timeout, options).await;
+        if let Some(cluster) = &self.cluster {
+            // Any node answers: say which one this tree is.
+            report
+                .details
+                .insert("node_id".into(), cluster.node_id.clone().into());
+        }
+        report
     }
 
     /// One connector's subtree, without observing the other connectors.
@@ -452,7 +500,31 @@ impl ActorTree {
             .map(|actor| SupervisorRef::from_actor(actor, actor_name))
     }
 
-    /// Restarts one integration's actor, under whichever connector supervises it.
+    /// Cluster mode: asks the node that runs `id` to restart it (told through the
+    /// store): that node's id.
+    pub async fn carry_restart(&self, id: &str) -> Result<String, TreeError> {
+        let unknown = || TreeError::UnknownIntegration(id.to_string());
+        if self.cluster.is_none() {
+            return Err(unknown());
+        }
+        let owner = crate::store::cluster::owner(&self.store, id)
+            .await
+            .map_err(|_| TreeError::Unavailable)?
+            .filter(|owner| owner.held)
+            .and_then(|owner| owner.node_id)
+            .ok_or_else(unknown)?;
+        crate::store::cluster::notify_channel(
+            &self.store,
+            crate::cluster::CONTROL_CHANNEL,
+            &format!("restart {id}"),
+        )
+        .await
+        .map_err(|_| TreeError::Unavailable)?;
+        Ok(owner)
+    }
+
+    /// Restarts one integration's actor on this node, under whichever connector
+    /// supervises it.
     pub async fn restart_integration(&self, id: &str, by: &str) -> Result<(), TreeError> {
         let child = integration::actor_name(id);
         for name in self.services.keys() {
@@ -476,8 +548,40 @@ impl ActorTree {
         self.services.get(name).map(|s| &s.connector)
     }
 
-    /// Starts the actor of a newly authorized integration, touching nothing else.
+    /// Runs a newly authorized integration: here, or in cluster mode wherever its lease
+    /// is claimed (every node is told at once).
     pub async fn add_integration(
+        &self,
+        integration: Integration,
+        expires_at: Option<chrono::NaiveDateTime>,
+    ) -> Result<(), TreeError> {
+        if self.cluster.is_some() {
+            return self.rebalance().await;
+        }
+        self.add_integration_here(integration, expires_at).await
+    }
+
+    /// Cluster mode: gives new integrations their lease rows and drops revoked ones',
+    /// and asks every node to take or stop what is now theirs.
+    async fn rebalance(&self) -> Result<(), TreeError> {
+        let failed = |error: crate::store::StoreError| {
+            warn!(error = %error, "cluster rebalance not announced: the nodes' next renewal does it");
+            TreeError::Unavailable
+        };
+        crate::store::cluster::sync_leases(&self.store)
+            .await
+            .map_err(failed)?;
+        crate::store::cluster::notify_channel(
+            &self.store,
+            crate::store::cluster::LEASES_CHANNEL,
+            "rebalance",
+        )
+        .await
+        .map_err(failed)
+    }
+
+    /// Starts an integration's actor on this node, touching nothing else.
+    pub async fn add_integration_here(
         &self,
         integration: Integration,
         expires_at: Option<chrono::NaiveDateTime>,
@@ -502,8 +606,22 @@ impl ActorTree {
         }
     }
 
-    /// Stops and removes an integration's actor (after a revocation).
+    /// Stops an integration's actor after a revocation: here, and in cluster mode on
+    /// whichever node runs it.
     pub async fn remove_integration(&self, connector: &str, id: &str) -> Result<(), TreeError> {
+        self.remove_integration_here(connector, id).await?;
+        if self.cluster.is_some() {
+            self.rebalance().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops and removes an integration's actor on this node.
+    pub async fn remove_integration_here(
+        &self,
+        connector: &str,
+        id: &str,
+    ) -> Result<(), TreeError> {
         let supervisor = self
             .connector_supervisor(connector)
             .ok_or(TreeError::Unavailable)?;
@@ -543,13 +661,27 @@ impl ActorTree {
             .await
     }
 
-    /// Tells an integration's actor it has events to process (if it is running).
+    /// Tells an integration's actor it has events to process: here, or in cluster
+    /// mode on the node that runs it.
     pub fn wake_integration(&self, id: &str) {
-        if let Some(actor) = self
+        if !self.wake_here(id)
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.wake_elsewhere(id);
+        }
+    }
+
+    /// Wakes an integration's actor if it runs on this node: whether it does.
+    pub fn wake_here(&self, id: &str) -> bool {
+        match self
             .registry
             .lookup::<IntegrationMsg>(&integration::actor_name(id))
         {
-            let _ = actor.send_message(IntegrationMsg::ProcessEvents);
+            Some(actor) => {
+                let _ = actor.send_message(IntegrationMsg::ProcessEvents);
+                true
+            }
+            None => false,
         }
     }
 
@@ -647,7 +779,13 @@ fn connector_supervisor(
                 if buried > 0 {
                     warn!(connector = %name, events = buried, "pending events of integrations that are gone are now dead");
                 }
-                let live = integration_rows::live_with_expiry(&store, &name).await?;
+                let mut live = integration_rows::live_with_expiry(&store, &name).await?;
+                if let Some(cluster) = &services.cluster {
+                    // Cluster mode: only what this node holds a lease on (none at
+                    // first: the lease keeper starts what it claims).
+                    let held = cluster.held_for(&name);
+                    live.retain(|(integration, _)| held.contains(&integration.id));
+                }
                 Ok(live
                     .into_iter()
                     .map(|(integration, expires_at)| {

@@ -46,6 +46,7 @@ struct RotationRun {
 pub fn router(state: Arc<AdminState>) -> Router {
     let protected = Router::new()
         .route("/admin/actors", get(actors))
+        .route("/admin/cluster", get(cluster))
         .route("/admin/connectors/{name}", get(connector))
         .route("/admin/connectors/{name}/restart", post(restart_connector))
         .route("/admin/integrations", get(search_integrations))
@@ -268,12 +269,20 @@ fn settled(status: Status) -> bool {
 async fn restart_integration(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
-) -> Result<Json<HealthReport>, ApiError> {
-    state
-        .tree
-        .restart_integration(&id, "admin API")
-        .await
-        .map_err(tree_error)?;
+) -> Result<Response, ApiError> {
+    match state.tree.restart_integration(&id, "admin API").await {
+        Ok(()) => {}
+        // Cluster mode: it runs on another node, which is told to restart it.
+        Err(TreeError::UnknownIntegration(_)) if state.tree.cluster().is_some() => {
+            let owner = state.tree.carry_restart(&id).await.map_err(tree_error)?;
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({"integration_id": id, "carried_to": owner})),
+            )
+                .into_response());
+        }
+        Err(error) => return Err(tree_error(error)),
+    }
     let mut node = None;
     for _ in 0..RESTART_SETTLE_POLLS {
         node = state.tree.integration_node(&id).await;
@@ -282,8 +291,70 @@ async fn restart_integration(
         }
         tokio::time::sleep(RESTART_SETTLE_POLL).await;
     }
-    node.map(Json)
+    node.map(|node| Json(node).into_response())
         .ok_or_else(|| ApiError::not_found(format!("no integration '{id}' is running")))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterQuery {
+    integration_id: Option<String>,
+}
+
+/// The live nodes (heartbeat age, leases held, version) and, for `?integration_id=`,
+/// which node owns it. Any node answers; `node_id` says which.
+async fn cluster(
+    State(state): State<Arc<AdminState>>,
+    query: Result<Query<ClusterQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use std::sync::atomic::Ordering;
+    let Query(query) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Some(cluster) = state.tree.cluster() else {
+        return Ok(Json(serde_json::json!({
+            "mode": "single",
+            "message": "cluster mode is off: this node runs every integration",
+        })));
+    };
+    let store = state.tree.store();
+    let unavailable = |e: crate::store::StoreError| ApiError::unavailable(e.to_string());
+    let nodes: Vec<serde_json::Value> = crate::store::cluster::live_nodes(store)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|node| {
+            serde_json::json!({
+                "node_id": node.node_id,
+                "version": node.version,
+                "started_at": node.started_at.and_utc().to_rfc3339(),
+                "heartbeat_age_seconds": node.heartbeat_age,
+                "leases": node.leases,
+            })
+        })
+        .collect();
+    let mut answer = serde_json::json!({
+        "mode": "cluster",
+        "node_id": cluster.node_id,
+        "lease_ttl_seconds": cluster.lease_ttl.as_secs_f64(),
+        "nodes": nodes,
+        "leases_held": cluster.held(),
+        "leases_lost": cluster.leases_lost.load(Ordering::Relaxed),
+        "fenced_writes": cluster.fenced_writes.load(Ordering::Relaxed),
+    });
+    if let Some(id) = query.integration_id {
+        let owner = crate::store::cluster::owner(store, &id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| ApiError::not_found(format!("no live integration '{id}'")))?;
+        answer["owner"] = serde_json::json!({
+            "integration_id": id,
+            "node_id": owner.node_id,
+            "epoch": owner.epoch,
+            "held": owner.held,
+            "expires_at": owner.expires_at.and_utc().to_rfc3339(),
+        });
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Debug, serde::Deserialize)]

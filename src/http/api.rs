@@ -548,9 +548,11 @@ async fn revoke(
         found.status.as_str(),
     ) {
         (Some(connector), status) if status != integrations::STATUS_PENDING => {
+            // Read only: no write here needs this node's lease.
             let credentials = VaultCredentials {
                 store: state.store.clone(),
                 vault: state.tree.vault(),
+                cluster: None,
             };
             match credentials.load(&found).await {
                 Ok(loaded) => match connector.revoke(&loaded).await {

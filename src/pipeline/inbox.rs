@@ -105,6 +105,8 @@ pub struct InboxArgs {
     /// Whether the store monitor holds the store ready: a batch that says otherwise
     /// nudges it, so that readiness follows the store at once.
     pub store_ready: tokio::sync::watch::Receiver<bool>,
+    /// Cluster mode: an event whose integration runs on another node wakes it there.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub enum InboxMsg {
@@ -202,6 +204,7 @@ impl InboxState {
             metrics: Arc::clone(&self.args.metrics),
             counts: Arc::clone(&self.counts),
             store_ready: self.args.store_ready.clone(),
+            cluster: self.args.cluster.clone(),
         };
         // Acknowledged once durable; the next batch may go as soon as the store is ready.
         events::write_batch(&self.args.store, batch, &settled, done, move |written| {
@@ -229,6 +232,7 @@ struct Committed {
     metrics: Arc<PipelineMetrics>,
     counts: Arc<Counts>,
     store_ready: tokio::sync::watch::Receiver<bool>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Committed {
@@ -282,11 +286,21 @@ impl Committed {
                 }
                 if let Some(owner) = owner
                     && woken.insert(owner.clone())
-                    && let Some(actor) = self
+                {
+                    match self
                         .registry
                         .lookup::<IntegrationMsg>(&integration::actor_name(&owner))
-                {
-                    let _ = actor.send_message(IntegrationMsg::ProcessEvents);
+                    {
+                        Some(actor) => {
+                            let _ = actor.send_message(IntegrationMsg::ProcessEvents);
+                        }
+                        // Its actor runs on another node (or none yet).
+                        None => {
+                            if let Some(cluster) = &self.cluster {
+                                cluster.wake_elsewhere(&owner);
+                            }
+                        }
+                    }
                 }
             }
             let _ = reply.send(Ok(result));
@@ -492,6 +506,7 @@ mod tests {
                 )),
             }),
             store_ready: tokio::sync::watch::channel(true).1,
+            cluster: None,
         };
 
         let first = start_inbox(&args, &registry).await;

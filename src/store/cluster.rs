@@ -266,6 +266,17 @@ async fn notify(conn: &mut AsyncPgConnection, node_id: &str) -> Result<(), Store
     Ok(())
 }
 
+/// `NOTIFY channel, payload` outside any transaction.
+pub async fn notify_channel(store: &Store, channel: &str, payload: &str) -> Result<(), StoreError> {
+    let mut conn = connection(store).await?;
+    sql_query("SELECT pg_notify($1, $2)")
+        .bind::<Text, _>(channel)
+        .bind::<Text, _>(payload)
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
 /// Who owns `integration_id`, if it has a lease row.
 pub async fn owner(store: &Store, integration_id: &str) -> Result<Option<Owner>, StoreError> {
     use diesel::OptionalExtension;
@@ -299,6 +310,143 @@ pub async fn holds(
     .get_result(conn)
     .await?;
     Ok(found.count > 0)
+}
+
+/// Inside a write's transaction: [`StoreError::Fenced`] unless `fence` still holds
+/// `integration_id`'s lease (which [`holds`] then keeps until the commit).
+async fn ensure_held(
+    conn: &mut AsyncPgConnection,
+    integration_id: &str,
+    fence: Fence<'_>,
+) -> Result<(), StoreError> {
+    if holds(conn, integration_id, fence).await? {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(integration_id.to_string()))
+    }
+}
+
+/// Marks the integration's processed events `done`, fenced.
+pub async fn mark_done(
+    store: &Store,
+    integration_id: &str,
+    fence: Fence<'_>,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    use super::schema::events;
+    use diesel::{ExpressionMethods, QueryDsl};
+    let at = super::now();
+    let mut conn = connection(store).await?;
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        ensure_held(conn, integration_id, fence).await?;
+        diesel::update(events::table.filter(events::id.eq_any(ids)))
+            .set((
+                events::status.eq(super::events::DONE),
+                events::processed_at.eq(at),
+                events::next_attempt_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Records a failed attempt of event `id`: a retry at `next_attempt_at`, or `dead`
+/// without one. Fenced.
+pub async fn mark_failed(
+    store: &Store,
+    integration_id: &str,
+    fence: Fence<'_>,
+    id: &str,
+    attempts: i32,
+    error: &str,
+    next_attempt_at: Option<NaiveDateTime>,
+) -> Result<(), StoreError> {
+    use super::events::{DEAD, PENDING};
+    use super::schema::events;
+    use diesel::{ExpressionMethods, QueryDsl};
+    let status = if next_attempt_at.is_some() {
+        PENDING
+    } else {
+        DEAD
+    };
+    let mut conn = connection(store).await?;
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        ensure_held(conn, integration_id, fence).await?;
+        diesel::update(events::table.find(id))
+            .set((
+                events::status.eq(status),
+                events::attempts.eq(attempts),
+                events::last_error.eq(error),
+                events::next_attempt_at.eq(next_attempt_at),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Saves a poll cursor (the whole row), fenced.
+pub async fn save_cursor(
+    store: &Store,
+    fence: Fence<'_>,
+    row: &super::poll_cursors::PollCursor,
+) -> Result<(), StoreError> {
+    use super::schema::poll_cursors;
+    use diesel::ExpressionMethods;
+    let mut conn = connection(store).await?;
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        ensure_held(conn, &row.integration_id, fence).await?;
+        diesel::insert_into(poll_cursors::table)
+            .values(row)
+            .on_conflict((poll_cursors::integration_id, poll_cursors::stream))
+            .do_update()
+            .set((
+                poll_cursors::cursor.eq(&row.cursor),
+                poll_cursors::last_polled_at.eq(row.last_polled_at),
+                poll_cursors::next_poll_at.eq(row.next_poll_at),
+                poll_cursors::last_error.eq(&row.last_error),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Replaces an integration's credentials (already sealed by the vault), fenced.
+pub async fn replace_credentials(
+    store: &Store,
+    organization_id: &str,
+    integration_id: &str,
+    fence: Fence<'_>,
+    credentials: Vec<super::integrations::NewCredential>,
+) -> Result<(), StoreError> {
+    use super::schema::{integration_credentials, integrations};
+    use diesel::{ExpressionMethods, QueryDsl};
+    let rows = super::integrations::credential_rows(organization_id, integration_id, credentials);
+    let mut conn = connection(store).await?;
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        ensure_held(conn, integration_id, fence).await?;
+        diesel::update(integrations::table.find(integration_id))
+            .set(integrations::updated_at.eq(super::now()))
+            .execute(conn)
+            .await?;
+        diesel::delete(
+            integration_credentials::table
+                .filter(integration_credentials::integration_id.eq(integration_id)),
+        )
+        .execute(conn)
+        .await?;
+        diesel::insert_into(integration_credentials::table)
+            .values(&rows)
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// How many leases a node should hold: its share of the live integrations, rounded

@@ -110,7 +110,7 @@ pub struct StoredCredential {
     pub updated_at: NaiveDateTime,
 }
 
-fn credential_rows(
+pub(crate) fn credential_rows(
     organization_id: &str,
     integration_id: &str,
     credentials: Vec<NewCredential>,
@@ -619,6 +619,23 @@ pub async fn live_with_expiry(
             (i, expiry)
         })
         .collect())
+}
+
+/// When an integration's credentials expire first, if any do (what its actor's
+/// refresh timer is set by).
+pub async fn credentials_expiry(
+    store: &Store,
+    integration_id: &str,
+) -> Result<Option<NaiveDateTime>, StoreError> {
+    use diesel::dsl::min;
+    let expiry = with_conn!(store, |conn| {
+        integration_credentials::table
+            .filter(integration_credentials::integration_id.eq(integration_id))
+            .select(min(integration_credentials::expires_at))
+            .first::<Option<NaiveDateTime>>(conn)
+            .await
+    })?;
+    Ok(expiry)
 }
 
 /// Replaces an integration's metadata (what the provider told of the account).

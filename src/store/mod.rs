@@ -67,6 +67,10 @@ pub enum StoreError {
     Write(String),
     #[error("not found")]
     NotFound,
+    /// Cluster mode: the write was started under a lease that has moved on (this node
+    /// stalled past it); nothing was written.
+    #[error("the lease on integration {0} moved on: the write was refused")]
+    Fenced(String),
     #[error("query failed: {0}")]
     Query(diesel::result::Error),
 }

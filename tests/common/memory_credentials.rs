@@ -87,6 +87,7 @@ pub async fn spawn_actor(
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
         validation_spread: Duration::ZERO,
         poll_interval: Duration::from_secs(60),
+        cluster: None,
         pipeline: None,
     });
     let (actor, _) = ractor::Actor::spawn(

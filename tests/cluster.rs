@@ -1,0 +1,483 @@
+//! Cluster mode with real processes: daemons on 127.0.0.1 (each on its own ports) on
+//! one PostgreSQL database, a hundred generic webhook integrations each with a route
+//! that forwards its events to a sink here. Leases spread fairly and a joining node
+//! takes a share; a node killed with SIGKILL while webhooks go to the others has its
+//! integrations resumed elsewhere and every acknowledged event forwarded; a node
+//! stopped with SIGSTOP past its lease commits nothing when it resumes; a graceful
+//! stop hands its leases over without waiting for them to expire.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use common::binary::serve;
+use common::db::{Db, TestDb};
+use common::webhooks::send;
+use serde_json::{Value, json};
+use switchboard::pipeline::standard_webhooks::unix_now;
+use switchboard::secret::Secret;
+use switchboard::store::{events, organizations, tokens};
+
+const INTEGRATIONS: usize = 100;
+
+/// One daemon of the cluster.
+struct Node {
+    name: String,
+    child: tokio::process::Child,
+    api: String,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(url: &str, name: &str, cluster: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let key = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        };
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
+                 [admin]\nlisten = \"127.0.0.1:0\"\n\
+                 [database]\nurl = \"{url}\"\nmax_connections = 6\n\
+                 [vault]\nmaster_key = \"{key}\"\n\
+                 [integrations]\nvalidation_spread = \"0s\"\n\
+                 [pipeline]\nretry_base = \"50ms\"\nretry_cap = \"200ms\"\n\
+                 [cluster]\nnode_id = \"{name}\"\n{cluster}\n\
+                 [connectors.webhook]\n"
+            ),
+        )
+        .unwrap();
+        let (child, api, admin) = serve(dir.path()).await;
+        let node = Node {
+            name: name.to_string(),
+            child,
+            api,
+            admin,
+            _dir: dir,
+        };
+        node.ready().await;
+        node
+    }
+
+    async fn ready(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(response) = http
+                .get(format!("http://{}/readyz", self.admin))
+                .send()
+                .await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{} never ready", self.name);
+    }
+
+    /// `/admin/cluster` as this node answers it.
+    async fn cluster(&self, query: &str) -> Value {
+        reqwest::get(format!("http://{}/admin/cluster{query}", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: a plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+}
+
+/// Leases held per live node, as `node` sees them.
+async fn leases(node: &Node) -> BTreeMap<String, i64> {
+    node.cluster("").await["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_str().unwrap().to_string(),
+                n["leases"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within {limit:?}: {what}");
+}
+
+/// A generic webhook integration: where to send and how to sign.
+#[derive(Clone)]
+struct Hook {
+    id: String,
+    path: String,
+    secret: Secret,
+}
+
+/// Creates `count` organizations, each with a generic webhook integration and a
+/// route forwarding its events to `sink`, through `node`'s API.
+async fn integrations(db: &TestDb, node: &Node, count: usize, sink: &str) -> Vec<Hook> {
+    let http = reqwest::Client::new();
+    let mut hooks = Vec::new();
+    for n in 0..count {
+        let org = organizations::create(&db.store, &format!("Tenant {n}"))
+            .await
+            .unwrap();
+        let (_, token) = tokens::create(&db.store, &org.id).await.unwrap();
+        let call = |path: &str, body: Value| {
+            http.post(format!("http://{}{path}", node.api))
+                .bearer_auth(token.expose())
+                .json(&body)
+                .send()
+        };
+        let started: Value = call(
+            "/integrations/authorize",
+            json!({"connector_type": "webhook"}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let done: Value = call(
+            "/integrations/callback",
+            json!({"connector_type": "webhook", "state": started["state"]}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let route = call(
+            "/routes/create",
+            json!({"connector": "webhook", "action": "http.forward", "settings": {"url": sink}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(route.status(), 201);
+        hooks.push(Hook {
+            id: done["integration"]["id"].as_str().unwrap().to_string(),
+            path: done["reveal"]["url"]
+                .as_str()
+                .unwrap()
+                .split("/webhooks/")
+                .nth(1)
+                .unwrap()
+                .to_string(),
+            secret: Secret::new(done["reveal"]["signing_secret"].as_str().unwrap()),
+        });
+    }
+    hooks
+}
+
+/// A sink that records the delivery ids of the events forwarded to it.
+async fn sink() -> (String, Arc<Mutex<Vec<String>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&received);
+    let app = Router::new().route(
+        "/sink",
+        post(move |body: String| {
+            let seen = Arc::clone(&seen);
+            async move {
+                if let Ok(event) = serde_json::from_str::<Value>(&body)
+                    && let Some(id) = event["delivery_id"].as_str()
+                {
+                    seen.lock().unwrap().push(id.to_string());
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/sink"), received)
+}
+
+/// Sends `per_hook` signed webhooks to each hook, round-robin over `apis`: the ids
+/// acknowledged with a 200.
+async fn pour(apis: &[String], hooks: &[Hook], per_hook: usize, tag: &str) -> HashSet<String> {
+    let http = reqwest::Client::new();
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let tasks: Vec<_> = hooks
+        .iter()
+        .enumerate()
+        .map(|(i, hook)| {
+            let (http, hook, acked) = (http.clone(), hook.clone(), Arc::clone(&acked));
+            let apis = apis.to_vec();
+            let tag = tag.to_string();
+            tokio::spawn(async move {
+                for n in 0..per_hook {
+                    let api = &apis[(i + n) % apis.len()];
+                    let id = format!("{tag}_{i}_{n}");
+                    let url = format!("http://{api}/webhooks/{}", hook.path);
+                    let sent = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        send(
+                            &http,
+                            &url,
+                            &hook.secret,
+                            &id,
+                            unix_now(),
+                            r#"{"type":"tick"}"#,
+                            None,
+                        ),
+                    )
+                    .await;
+                    if let Ok((200, _)) = sent {
+                        acked.lock().unwrap().insert(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    acked.lock().unwrap().clone()
+}
+
+async fn all_done(db: &TestDb, ids: &HashSet<String>) -> bool {
+    let done: HashSet<String> = events::list(&db.store, Some("done"), None, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.delivery_id)
+        .collect();
+    ids.is_subset(&done)
+}
+
+fn url_of(db: &TestDb) -> String {
+    db.config.url.expose().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_spread_a_joiner_takes_a_share_and_a_killed_nodes_integrations_resume_elsewhere() {
+    switchboard::install_crypto_provider();
+    let db = TestDb::new(Db::Postgres).await.expect("database");
+    let url = url_of(&db);
+    let fast = "lease_ttl = \"3s\"\nrenew_every = \"1s\"";
+    let (sink, received) = sink().await;
+    let one = Node::start(&url, "node-1", fast).await;
+    let hooks = integrations(&db, &one, INTEGRATIONS, &sink).await;
+    let two = Node::start(&url, "node-2", fast).await;
+    let mut three = Node::start(&url, "node-3", fast).await;
+
+    // A hundred integrations over three nodes: a share is 34, and what is left over
+    // goes to the last to claim.
+    until(
+        "leases spread over three nodes",
+        Duration::from_secs(20),
+        || async {
+            let held = leases(&one).await;
+            held.len() == 3
+                && held.values().sum::<i64>() == INTEGRATIONS as i64
+                && held.values().all(|n| (30..=35).contains(n))
+        },
+    )
+    .await;
+    let view = one.cluster("").await;
+    assert_eq!(view["mode"], "cluster");
+    assert_eq!(view["node_id"], "node-1");
+    let actors: Value = reqwest::get(format!("http://{}/admin/actors", two.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        actors["details"]["node_id"], "node-2",
+        "any node says which it is"
+    );
+    let owner = one
+        .cluster(&format!("?integration_id={}", hooks[0].id))
+        .await;
+    assert!(owner["owner"]["held"].as_bool().unwrap(), "{owner}");
+    assert!(owner["owner"]["epoch"].as_i64().unwrap() >= 1);
+
+    // A fourth node joins and gets its share: 25 each.
+    let four = Node::start(&url, "node-4", fast).await;
+    until(
+        "the joiner holds a share",
+        Duration::from_secs(20),
+        || async {
+            let held = leases(&one).await;
+            held.get("node-4").is_some_and(|n| *n >= 24)
+                && held.values().sum::<i64>() == INTEGRATIONS as i64
+        },
+    )
+    .await;
+
+    // node-3 is killed while webhooks go to the three others.
+    let apis = vec![one.api.clone(), two.api.clone(), four.api.clone()];
+    let pouring = tokio::spawn({
+        let (apis, hooks) = (apis.clone(), hooks.clone());
+        async move { pour(&apis, &hooks, 4, "kill").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    three.child.start_kill().unwrap();
+    three.child.wait().await.unwrap();
+    let acked = pouring.await.unwrap();
+    assert!(acked.len() >= INTEGRATIONS * 4 * 9 / 10, "{}", acked.len());
+    until(
+        "the survivors hold every lease",
+        Duration::from_secs(20),
+        || async {
+            let held = leases(&one).await;
+            !held.contains_key("node-3") && held.values().sum::<i64>() == INTEGRATIONS as i64
+        },
+    )
+    .await;
+    until(
+        "every acknowledged event is processed",
+        Duration::from_secs(30),
+        || async { all_done(&db, &acked).await },
+    )
+    .await;
+    let forwarded: HashSet<String> = received.lock().unwrap().iter().cloned().collect();
+    assert!(
+        acked.is_subset(&forwarded),
+        "every one reached the route's sink"
+    );
+    drop((one, two, four));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_paused_past_its_lease_commits_nothing_when_it_resumes() {
+    switchboard::install_crypto_provider();
+    let db = TestDb::new(Db::Postgres).await.expect("database");
+    let url = url_of(&db);
+    let fast = "lease_ttl = \"2s\"\nrenew_every = \"500ms\"";
+    // A sink that holds every request until it is opened: each integration's actor
+    // is in the middle of forwarding an event when node-1 is paused.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = Router::new().route(
+        "/sink",
+        post({
+            let waiting = Arc::clone(&waiting);
+            move || {
+                let (mut gate, waiting) = (gate.clone(), Arc::clone(&waiting));
+                async move {
+                    waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = gate.wait_for(|open| *open).await;
+                    "ok"
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = format!("http://{}/sink", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let one = Node::start(&url, "node-1", fast).await;
+    let hooks = integrations(&db, &one, 4, &sink).await;
+    let two = Node::start(&url, "node-2", fast).await;
+    until("two nodes share them", Duration::from_secs(20), || async {
+        let held = leases(&one).await;
+        held.len() == 2 && held.values().all(|n| *n == 2)
+    })
+    .await;
+    let acked = pour(std::slice::from_ref(&two.api), &hooks, 3, "pause").await;
+    assert_eq!(acked.len(), 12);
+    until(
+        "each integration is forwarding",
+        Duration::from_secs(20),
+        || async { waiting.load(std::sync::atomic::Ordering::SeqCst) >= 4 },
+    )
+    .await;
+
+    // node-1 is paused mid-work, past its lease; node-2 takes everything over and,
+    // the sink opened, processes every event.
+    one.signal(libc::SIGSTOP);
+    until(
+        "node-2 holds every lease",
+        Duration::from_secs(20),
+        || async { two.cluster("").await["leases_held"] == 4 },
+    )
+    .await;
+    open.send_replace(true);
+    until(
+        "every event is processed by node-2",
+        Duration::from_secs(30),
+        || async { all_done(&db, &acked).await },
+    )
+    .await;
+    let done_before = events::list(&db.store, Some("done"), None, 1000)
+        .await
+        .unwrap()
+        .len();
+
+    // Resumed, node-1 finishes the forwards it was in: every write it then tries is
+    // refused, and it stops those actors.
+    one.signal(libc::SIGCONT);
+    until(
+        "node-1's writes are refused",
+        Duration::from_secs(20),
+        || async { one.cluster("").await["fenced_writes"].as_u64().unwrap_or(0) >= 2 },
+    )
+    .await;
+    let view = one.cluster("").await;
+    assert!(view["leases_lost"].as_u64().unwrap() >= 2, "{view}");
+    let done_after = events::list(&db.store, Some("done"), None, 1000)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(done_before, done_after);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_hands_leases_over_without_waiting_for_them_to_expire() {
+    switchboard::install_crypto_provider();
+    let db = TestDb::new(Db::Postgres).await.expect("database");
+    let url = url_of(&db);
+    // Leases that would take a minute to expire: a takeover sooner is a handover.
+    let slow = "lease_ttl = \"60s\"\nrenew_every = \"1s\"";
+    let (sink, _) = sink().await;
+    let one = Node::start(&url, "node-1", slow).await;
+    integrations(&db, &one, 10, &sink).await;
+    let two = Node::start(&url, "node-2", slow).await;
+    until("two nodes share them", Duration::from_secs(20), || async {
+        let held = leases(&two).await;
+        held.len() == 2 && held.values().all(|n| *n >= 4)
+    })
+    .await;
+    let mut one = one;
+    one.signal(libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(15), one.child.wait())
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    until("node-2 holds all ten", Duration::from_secs(15), || async {
+        let held = leases(&two).await;
+        held.len() == 1 && held.get("node-2") == Some(&10)
+    })
+    .await;
+}
