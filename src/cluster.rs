@@ -35,6 +35,8 @@ pub const EVENTS_CHANNEL: &str = "switchboard_events";
 /// The channel that carries an admin's request to the node that runs the integration
 /// (`restart <integration id>`).
 pub const CONTROL_CHANNEL: &str = "switchboard_control";
+/// What [`CONTROL_CHANNEL`] carries when tenant routes changed: every node reloads.
+pub const ROUTES_CHANGED: &str = "routes";
 /// The keeper's name in the tree.
 pub const KEEPER: &str = "cluster";
 /// Leases a node may hold over its fair share before it hands some back.
@@ -498,6 +500,14 @@ async fn listen(store: Store, keeper: ActorRef<KeeperMsg>, tree: Arc<OnceLock<We
         while let Some(Ok(notification)) = notifications.next().await {
             if notification.channel == LEASES_CHANNEL {
                 let _ = keeper.send_message(KeeperMsg::Tick);
+            } else if notification.channel == CONTROL_CHANNEL
+                && notification.payload == ROUTES_CHANGED
+            {
+                if let Some(tree) = tree.get().and_then(Weak::upgrade)
+                    && let Err(error) = tree.tenant_routes().reload().await
+                {
+                    warn!(error = %error, "tenant routes not reloaded: the periodic reload will");
+                }
             } else if notification.channel == CONTROL_CHANNEL {
                 if let (Some(id), Some(tree)) = (
                     notification.payload.strip_prefix("restart "),

@@ -367,6 +367,9 @@ impl ActorTree {
             action_kinds,
             Arc::clone(&pipeline.routes),
         ));
+        if cluster.is_some() {
+            tenant_routes.announce_changes();
+        }
         load_tenant_routes(&tenant_routes, store_ready.clone(), supervision.backoff());
 
         let (root, handle) = SupervisorRef::spawn(root)

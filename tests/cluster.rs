@@ -285,9 +285,11 @@ async fn leases_spread_a_joiner_takes_a_share_and_a_killed_nodes_integrations_re
     let fast = "lease_ttl = \"3s\"\nrenew_every = \"1s\"";
     let (sink, received) = sink().await;
     let one = Node::start(&url, "node-1", fast).await;
-    let hooks = integrations(&db, &one, INTEGRATIONS, &sink).await;
     let two = Node::start(&url, "node-2", fast).await;
     let mut three = Node::start(&url, "node-3", fast).await;
+    // Created through one node while the others run: the others start their share
+    // of the integrations, and run the routes created there.
+    let hooks = integrations(&db, &one, INTEGRATIONS, &sink).await;
 
     // A hundred integrations over three nodes: a share is 34, and what is left over
     // goes to the last to claim.

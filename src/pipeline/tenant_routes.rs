@@ -29,6 +29,7 @@ pub struct TenantRoutes {
     routes: Arc<Routes>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    announce: std::sync::atomic::AtomicBool,
 }
 
 /// What a tenant asks for.
@@ -63,6 +64,28 @@ impl TenantRoutes {
             kinds,
             routes,
             reloading: tokio::sync::Mutex::new(()),
+            announce: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Cluster mode: a change made here is announced, so that every node reloads.
+    pub fn announce_changes(&self) {
+        self.announce
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells the other nodes the routes changed (cluster mode only): they reload now
+    /// instead of at their next periodic reload.
+    async fn announce(&self) {
+        if self.announce.load(std::sync::atomic::Ordering::Relaxed)
+            && let Err(error) = crate::store::cluster::notify_channel(
+                &self.store,
+                crate::cluster::CONTROL_CHANNEL,
+                crate::cluster::ROUTES_CHANGED,
+            )
+            .await
+        {
+            tracing::warn!(error = %error, "route change not announced: other nodes reload it within 30 s");
         }
     }
 
@@ -117,6 +140,7 @@ impl TenantRoutes {
             .await
             .map_err(|e| RouteError::Unavailable(e.to_string()))?;
         self.reload().await.map_err(RouteError::Unavailable)?;
+        self.announce().await;
         Ok(Created { route, generated })
     }
 
@@ -130,6 +154,7 @@ impl TenantRoutes {
         if let Err(error) = self.reload().await {
             tracing::warn!(route_id = id, error = %error, "route deleted; the running routes follow at the next reload");
         }
+        self.announce().await;
         Ok(())
     }
 
