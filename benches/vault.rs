@@ -88,6 +88,7 @@ async fn start_vault(store: &Store) -> Vault {
         backoff: Backoff::default(),
         resume_rotation: false,
         rotation_batch: 500,
+        active_key_check: switchboard::vault::ACTIVE_KEY_CHECK,
     })
     .await
     .expect("vault");

@@ -273,6 +273,7 @@ impl Cli {
                         backoff: loaded.supervision.backoff(),
                         resume_rotation: false,
                         rotation_batch: loaded.vault.rotation_batch as usize,
+                        active_key_check: crate::vault::ACTIVE_KEY_CHECK,
                     })
                     .await?;
                     let _keep_ready = ready;

@@ -212,6 +212,13 @@ impl ActorTree {
             backoff: supervision.backoff(),
             resume_rotation: true,
             rotation_batch: config.vault.rotation_batch as usize,
+            // Several nodes: a data key rotated on one is followed by every other
+            // before its next encryption, not up to a second later.
+            active_key_check: if config.cluster.is_some() {
+                Duration::ZERO
+            } else {
+                crate::vault::ACTIVE_KEY_CHECK
+            },
         };
         root = root.child(
             ChildSpec::actor(VAULT, "vault", move || {

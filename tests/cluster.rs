@@ -470,6 +470,39 @@ async fn a_graceful_stop_hands_leases_over_without_waiting_for_them_to_expire() 
         held.len() == 2 && held.values().all(|n| *n >= 4)
     })
     .await;
+    // A data key rotated on node-1 is the one node-2 encrypts with next, even right
+    // after node-2 encrypted with the old one.
+    integrations(&db, &two, 1, &sink).await;
+    let rotated: Value = reqwest::Client::new()
+        .post(format!("http://{}/admin/vault/rotate", one.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_key = rotated["new_key_id"].as_str().unwrap().to_string();
+    let fresh = integrations(&db, &two, 1, &sink).await.remove(0);
+    let key_ids: Vec<String> = switchboard::store::integrations::credentials(
+        &db.store,
+        &switchboard::store::integrations::find_live(&db.store, &fresh.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .organization_id,
+        &fresh.id,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|c| c.encryption_key_id)
+    .collect();
+    assert!(!key_ids.is_empty());
+    assert!(
+        key_ids.iter().all(|k| *k == new_key),
+        "{key_ids:?} vs {new_key}"
+    );
+
     let mut one = one;
     one.signal(libc::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(15), one.child.wait())
@@ -477,9 +510,13 @@ async fn a_graceful_stop_hands_leases_over_without_waiting_for_them_to_expire() 
         .expect("stops in time")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    until("node-2 holds all ten", Duration::from_secs(15), || async {
-        let held = leases(&two).await;
-        held.len() == 1 && held.get("node-2") == Some(&10)
-    })
+    until(
+        "node-2 holds all twelve",
+        Duration::from_secs(15),
+        || async {
+            let held = leases(&two).await;
+            held.len() == 1 && held.get("node-2") == Some(&12)
+        },
+    )
     .await;
 }

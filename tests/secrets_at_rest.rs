@@ -52,6 +52,7 @@ async fn stored_tokens_and_credentials_appear_nowhere_in_plaintext() {
         backoff: Backoff::default(),
         resume_rotation: false,
         rotation_batch: 100,
+        active_key_check: switchboard::vault::ACTIVE_KEY_CHECK,
     })
     .await
     .unwrap();

@@ -43,6 +43,7 @@ async fn start_vault(
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
         resume_rotation: true,
         rotation_batch: 7,
+        active_key_check: switchboard::vault::ACTIVE_KEY_CHECK,
     })
     .await
     .expect("vault spawns")
@@ -394,6 +395,7 @@ async fn a_vault_waits_for_the_store_instead_of_failing(#[case] backend: Db) {
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
         resume_rotation: false,
         rotation_batch: 10,
+        active_key_check: switchboard::vault::ACTIVE_KEY_CHECK,
     })
     .await
     .unwrap();

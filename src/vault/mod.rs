@@ -171,6 +171,9 @@ pub struct VaultArgs {
     /// Re-encrypt credentials left under an old key once loaded (a resumed rotation).
     pub resume_rotation: bool,
     pub rotation_batch: usize,
+    /// How long an answer to "which data key is active?" is trusted before the next
+    /// encryption asks the store again ([`ACTIVE_KEY_CHECK`]; zero in cluster mode).
+    pub active_key_check: Duration,
 }
 
 pub struct CredentialVault;
@@ -239,7 +242,7 @@ impl VaultState {
         };
         if self
             .active_checked_at
-            .is_some_and(|at| at.elapsed() < ACTIVE_KEY_CHECK)
+            .is_some_and(|at| at.elapsed() < self.args.active_key_check)
         {
             return;
         }
