@@ -16,6 +16,7 @@ use axum::Router;
 use axum::routing::post;
 use common::binary::serve;
 use common::db::{Db, TestDb};
+use common::fake_slack::{self, FakeSlack};
 use common::webhooks::send;
 use serde_json::{Value, json};
 use switchboard::pipeline::standard_webhooks::unix_now;
@@ -35,6 +36,11 @@ struct Node {
 
 impl Node {
     async fn start(url: &str, name: &str, cluster: &str) -> Node {
+        Self::start_with(url, name, cluster, "").await
+    }
+
+    /// With `extra` configuration sections (another connector's).
+    async fn start_with(url: &str, name: &str, cluster: &str, extra: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let key = {
             use base64::Engine;
@@ -50,7 +56,7 @@ impl Node {
                  [integrations]\nvalidation_spread = \"0s\"\n\
                  [pipeline]\nretry_base = \"50ms\"\nretry_cap = \"200ms\"\n\
                  [cluster]\nnode_id = \"{name}\"\n{cluster}\n\
-                 [connectors.webhook]\n"
+                 [connectors.webhook]\n{extra}\n"
             ),
         )
         .unwrap();
@@ -519,4 +525,107 @@ async fn a_graceful_stop_hands_leases_over_without_waiting_for_them_to_expire() 
         },
     )
     .await;
+}
+
+/// The health of a node's Slack Socket Mode client.
+async fn socket_health(node: &Node) -> Value {
+    let tree: Value = reqwest::get(format!("http://{}/admin/connectors/slack", node.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "slack:socket")
+        .cloned()
+        .unwrap_or_else(|| panic!("no slack:socket in {tree}"))
+}
+
+fn event(event_id: &str) -> Value {
+    json!({"token": "unused", "team_id": fake_slack::TEAM, "api_app_id": "A0001",
+           "type": "event_callback", "event_id": event_id, "event_time": 1_700_000_000,
+           "event": {"type": "message", "user": "U0HUMAN", "text": "hello", "ts": "1700000001.000100",
+                     "channel": "C0GENERAL", "event_ts": "1700000001.000100"}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_mode_keeps_flowing_while_a_node_dies_and_a_node_over_slacks_limit_says_so() {
+    switchboard::install_crypto_provider();
+    let db = TestDb::new(Db::Postgres).await.expect("database");
+    let url = url_of(&db);
+    let fast = "lease_ttl = \"3s\"\nrenew_every = \"1s\"";
+    let slack = FakeSlack::start().await;
+    let section = slack.config_section(true, "");
+    let mut one = Node::start_with(&url, "node-1", fast, &section).await;
+    let two = Node::start_with(&url, "node-2", fast, &section).await;
+    // One connection per node.
+    let open = slack.wait_open(&[0, 1], Duration::from_secs(10)).await;
+    assert_eq!(open.len(), 2, "{open:?}");
+
+    // A hundred envelopes over both connections; node-1 dies half way. What it had
+    // not acknowledged, Slack sends again on node-2's connection.
+    let mut sent = Vec::new();
+    for n in 0..100 {
+        if n == 50 {
+            one.child.start_kill().unwrap();
+            one.child.wait().await.unwrap();
+            until(
+                "Slack sees node-1's connection gone",
+                Duration::from_secs(10),
+                || async { slack.open_connections().len() == 1 },
+            )
+            .await;
+        }
+        let connection = slack.open_connections()[n % slack.open_connections().len()];
+        sent.push(slack.send_envelope(
+            connection,
+            "events_api",
+            event(&format!("Ev{n:04}")),
+            false,
+        ));
+    }
+    for id in &sent {
+        assert!(
+            slack.wait_ack(id, Duration::from_secs(10)).await.is_some(),
+            "{id} acknowledged"
+        );
+    }
+    let acks = slack.state.acks.lock().unwrap().clone();
+    for id in &sent {
+        assert_eq!(
+            acks.iter().filter(|a| &a.envelope_id == id).count(),
+            1,
+            "{id}"
+        );
+    }
+    let stored: Vec<String> = events::list(&db.store, None, None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.connector_type == "slack")
+        .map(|e| e.delivery_id)
+        .collect();
+    let distinct: HashSet<&String> = stored.iter().collect();
+    assert_eq!(stored.len(), 100, "each event stored once");
+    assert_eq!(distinct.len(), 100);
+
+    // Slack's limit reached: a node refused says so, and keeps asking.
+    *slack.state.max_connections.lock().unwrap() = Some(1);
+    let three = Node::start_with(&url, "node-3", fast, &section).await;
+    until("node-3 is refused", Duration::from_secs(10), || async {
+        socket_health(&three).await["details"]["state"] == "too_many_websockets"
+    })
+    .await;
+    let health = socket_health(&three).await;
+    assert!(
+        health["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("too_many_websockets"),
+        "{health}"
+    );
+    drop((two, three));
 }

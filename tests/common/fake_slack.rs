@@ -66,6 +66,9 @@ pub struct FakeSlackState {
     pub post_limited: Mutex<Option<u64>>,
     /// Answer the next apps.connections.open with `{"ok":false,"error":"ratelimited"}`.
     pub open_limited: AtomicBool,
+    /// At most this many open Socket Mode connections (Slack's is 10 per app); beyond
+    /// it apps.connections.open answers `too_many_websockets`.
+    pub max_connections: Mutex<Option<usize>>,
     pub opened: AtomicU32,
     pub thread: Mutex<Vec<Value>>,
     pub connections: Mutex<Vec<SocketConnection>>,
@@ -522,6 +525,21 @@ async fn method(
             }
             if state.open_limited.swap(false, Ordering::SeqCst) {
                 return slack_error("ratelimited");
+            }
+            let open = state
+                .connections
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.open.load(Ordering::SeqCst))
+                .count();
+            if state
+                .max_connections
+                .lock()
+                .unwrap()
+                .is_some_and(|max| open >= max)
+            {
+                return slack_error("too_many_websockets");
             }
             state.opened.fetch_add(1, Ordering::SeqCst);
             ok(json!({"url": state.ws_url.lock().unwrap().clone()}))

@@ -16,6 +16,10 @@
 //! - A dropped socket reconnects with full-jitter backoff; connections are pinged,
 //!   and one silent for two ping intervals is dropped.
 //! - 429 and `ratelimited` from `apps.connections.open` wait the asked time.
+//! - `too_many_websockets` (Slack allows 10 connections per app, and every node of a
+//!   cluster holds one): the client waits [`TOO_MANY_WEBSOCKETS_WAIT`] before asking
+//!   again and says so in its health (`state: too_many_websockets`); the other
+//!   connections keep receiving the app's events meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +63,10 @@ pub enum SocketMsg {
 }
 
 switchboard_actors::observable!(SocketMsg::Observe);
+
+/// How long a client refused with `too_many_websockets` waits before asking again:
+/// long, since the connections over the limit are other nodes' and stay open.
+pub const TOO_MANY_WEBSOCKETS_WAIT: Duration = Duration::from_secs(60);
 
 /// What the health report shows, written by the client as it goes.
 #[derive(Debug, Default)]
@@ -310,7 +318,7 @@ impl Client {
         {
             let mut progress = lock(&self.progress);
             progress.retry_in_ms = Some(delay.as_millis() as u64);
-            if progress.state != "link_disabled" {
+            if !["link_disabled", "too_many_websockets"].contains(&progress.state) {
                 progress.state = "backing_off";
             }
         }
@@ -343,6 +351,15 @@ impl Client {
                     format!("apps.connections.open rate limited: retry after {retry_after:?}"),
                     Some(retry_after),
                 ),
+                SlackError::Api(code) if code == "too_many_websockets" => {
+                    lock(&self.progress).state = "too_many_websockets";
+                    fail(
+                        "apps.connections.open: too_many_websockets (Slack allows 10 Socket \
+                         Mode connections per app, other nodes' included): asking again later"
+                            .into(),
+                        Some(TOO_MANY_WEBSOCKETS_WAIT),
+                    )
+                }
                 other => fail(format!("apps.connections.open: {other}"), None),
             })?;
         let url = answer["url"]
