@@ -8,266 +8,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use common::binary::serve;
 use common::db::{Db, TestDb};
 use common::fake_slack::{self, FakeSlack};
-use common::webhooks::send;
+use common::nodes::{Node, integrations, leases, pour, sink, within};
 use serde_json::{Value, json};
-use switchboard::pipeline::standard_webhooks::unix_now;
-use switchboard::secret::Secret;
-use switchboard::store::{events, organizations, tokens};
+use switchboard::store::events;
 
 const INTEGRATIONS: usize = 100;
-
-/// One daemon of the cluster.
-struct Node {
-    name: String,
-    child: tokio::process::Child,
-    api: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start(url: &str, name: &str, cluster: &str) -> Node {
-        Self::start_with(url, name, cluster, "").await
-    }
-
-    /// With `extra` configuration sections (another connector's).
-    async fn start_with(url: &str, name: &str, cluster: &str, extra: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let key = {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
-        };
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\n\
-                 [database]\nurl = \"{url}\"\nmax_connections = 6\n\
-                 [vault]\nmaster_key = \"{key}\"\n\
-                 [integrations]\nvalidation_spread = \"0s\"\n\
-                 [pipeline]\nretry_base = \"50ms\"\nretry_cap = \"200ms\"\n\
-                 [cluster]\nnode_id = \"{name}\"\n{cluster}\n\
-                 [connectors.webhook]\n{extra}\n"
-            ),
-        )
-        .unwrap();
-        let (child, api, admin) = serve(dir.path()).await;
-        let node = Node {
-            name: name.to_string(),
-            child,
-            api,
-            admin,
-            _dir: dir,
-        };
-        node.ready().await;
-        node
-    }
-
-    async fn ready(&self) {
-        let http = reqwest::Client::new();
-        for _ in 0..400 {
-            if let Ok(response) = http
-                .get(format!("http://{}/readyz", self.admin))
-                .send()
-                .await
-                && response.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{} never ready", self.name);
-    }
-
-    /// `/admin/cluster` as this node answers it.
-    async fn cluster(&self, query: &str) -> Value {
-        reqwest::get(format!("http://{}/admin/cluster{query}", self.admin))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id().expect("running") as i32
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: a plain kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
-    }
-}
-
-/// Leases held per live node, as `node` sees them.
-async fn leases(node: &Node) -> BTreeMap<String, i64> {
-    node.cluster("").await["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["node_id"].as_str().unwrap().to_string(),
-                n["leases"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-async fn until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = tokio::time::Instant::now();
-    while started.elapsed() < limit {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within {limit:?}: {what}");
-}
-
-/// A generic webhook integration: where to send and how to sign.
-#[derive(Clone)]
-struct Hook {
-    id: String,
-    path: String,
-    secret: Secret,
-}
-
-/// Creates `count` organizations, each with a generic webhook integration and a
-/// route forwarding its events to `sink`, through `node`'s API.
-async fn integrations(db: &TestDb, node: &Node, count: usize, sink: &str) -> Vec<Hook> {
-    let http = reqwest::Client::new();
-    let mut hooks = Vec::new();
-    for n in 0..count {
-        let org = organizations::create(&db.store, &format!("Tenant {n}"))
-            .await
-            .unwrap();
-        let (_, token) = tokens::create(&db.store, &org.id).await.unwrap();
-        let call = |path: &str, body: Value| {
-            http.post(format!("http://{}{path}", node.api))
-                .bearer_auth(token.expose())
-                .json(&body)
-                .send()
-        };
-        let started: Value = call(
-            "/integrations/authorize",
-            json!({"connector_type": "webhook"}),
-        )
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-        let done: Value = call(
-            "/integrations/callback",
-            json!({"connector_type": "webhook", "state": started["state"]}),
-        )
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-        let route = call(
-            "/routes/create",
-            json!({"connector": "webhook", "action": "http.forward", "settings": {"url": sink}}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(route.status(), 201);
-        hooks.push(Hook {
-            id: done["integration"]["id"].as_str().unwrap().to_string(),
-            path: done["reveal"]["url"]
-                .as_str()
-                .unwrap()
-                .split("/webhooks/")
-                .nth(1)
-                .unwrap()
-                .to_string(),
-            secret: Secret::new(done["reveal"]["signing_secret"].as_str().unwrap()),
-        });
-    }
-    hooks
-}
-
-/// A sink that records the delivery ids of the events forwarded to it.
-async fn sink() -> (String, Arc<Mutex<Vec<String>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&received);
-    let app = Router::new().route(
-        "/sink",
-        post(move |body: String| {
-            let seen = Arc::clone(&seen);
-            async move {
-                if let Ok(event) = serde_json::from_str::<Value>(&body)
-                    && let Some(id) = event["delivery_id"].as_str()
-                {
-                    seen.lock().unwrap().push(id.to_string());
-                }
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/sink"), received)
-}
-
-/// Sends `per_hook` signed webhooks to each hook, round-robin over `apis`: the ids
-/// acknowledged with a 200.
-async fn pour(apis: &[String], hooks: &[Hook], per_hook: usize, tag: &str) -> HashSet<String> {
-    let http = reqwest::Client::new();
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let tasks: Vec<_> = hooks
-        .iter()
-        .enumerate()
-        .map(|(i, hook)| {
-            let (http, hook, acked) = (http.clone(), hook.clone(), Arc::clone(&acked));
-            let apis = apis.to_vec();
-            let tag = tag.to_string();
-            tokio::spawn(async move {
-                for n in 0..per_hook {
-                    let api = &apis[(i + n) % apis.len()];
-                    let id = format!("{tag}_{i}_{n}");
-                    let url = format!("http://{api}/webhooks/{}", hook.path);
-                    let sent = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        send(
-                            &http,
-                            &url,
-                            &hook.secret,
-                            &id,
-                            unix_now(),
-                            r#"{"type":"tick"}"#,
-                            None,
-                        ),
-                    )
-                    .await;
-                    if let Ok((200, _)) = sent {
-                        acked.lock().unwrap().insert(id);
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    acked.lock().unwrap().clone()
-}
 
 async fn all_done(db: &TestDb, ids: &HashSet<String>) -> bool {
     let done: HashSet<String> = events::list(&db.store, Some("done"), None, 100_000)
@@ -295,11 +48,11 @@ async fn leases_spread_a_joiner_takes_a_share_and_a_killed_nodes_integrations_re
     let mut three = Node::start(&url, "node-3", fast).await;
     // Created through one node while the others run: the others start their share
     // of the integrations, and run the routes created there.
-    let hooks = integrations(&db, &one, INTEGRATIONS, &sink).await;
+    let hooks = integrations(&db.store, &one, INTEGRATIONS, &sink).await;
 
     // A hundred integrations over three nodes: a share is 34, and what is left over
     // goes to the last to claim.
-    until(
+    within(
         "leases spread over three nodes",
         Duration::from_secs(20),
         || async {
@@ -331,7 +84,7 @@ async fn leases_spread_a_joiner_takes_a_share_and_a_killed_nodes_integrations_re
 
     // A fourth node joins and gets its share: 25 each.
     let four = Node::start(&url, "node-4", fast).await;
-    until(
+    within(
         "the joiner holds a share",
         Duration::from_secs(20),
         || async {
@@ -353,7 +106,7 @@ async fn leases_spread_a_joiner_takes_a_share_and_a_killed_nodes_integrations_re
     three.child.wait().await.unwrap();
     let acked = pouring.await.unwrap();
     assert!(acked.len() >= INTEGRATIONS * 4 * 9 / 10, "{}", acked.len());
-    until(
+    within(
         "the survivors hold every lease",
         Duration::from_secs(20),
         || async {
@@ -362,7 +115,7 @@ async fn leases_spread_a_joiner_takes_a_share_and_a_killed_nodes_integrations_re
         },
     )
     .await;
-    until(
+    within(
         "every acknowledged event is processed",
         Duration::from_secs(30),
         || async { all_done(&db, &acked).await },
@@ -405,16 +158,16 @@ async fn a_node_paused_past_its_lease_commits_nothing_when_it_resumes() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let one = Node::start(&url, "node-1", fast).await;
-    let hooks = integrations(&db, &one, 4, &sink).await;
+    let hooks = integrations(&db.store, &one, 4, &sink).await;
     let two = Node::start(&url, "node-2", fast).await;
-    until("two nodes share them", Duration::from_secs(20), || async {
+    within("two nodes share them", Duration::from_secs(20), || async {
         let held = leases(&one).await;
         held.len() == 2 && held.values().all(|n| *n == 2)
     })
     .await;
     let acked = pour(std::slice::from_ref(&two.api), &hooks, 3, "pause").await;
     assert_eq!(acked.len(), 12);
-    until(
+    within(
         "each integration is forwarding",
         Duration::from_secs(20),
         || async { waiting.load(std::sync::atomic::Ordering::SeqCst) >= 4 },
@@ -424,14 +177,14 @@ async fn a_node_paused_past_its_lease_commits_nothing_when_it_resumes() {
     // node-1 is paused mid-work, past its lease; node-2 takes everything over and,
     // the sink opened, processes every event.
     one.signal(libc::SIGSTOP);
-    until(
+    within(
         "node-2 holds every lease",
         Duration::from_secs(20),
         || async { two.cluster("").await["leases_held"] == 4 },
     )
     .await;
     open.send_replace(true);
-    until(
+    within(
         "every event is processed by node-2",
         Duration::from_secs(30),
         || async { all_done(&db, &acked).await },
@@ -445,7 +198,7 @@ async fn a_node_paused_past_its_lease_commits_nothing_when_it_resumes() {
     // Resumed, node-1 finishes the forwards it was in: every write it then tries is
     // refused, and it stops those actors.
     one.signal(libc::SIGCONT);
-    until(
+    within(
         "node-1's writes are refused",
         Duration::from_secs(20),
         || async { one.cluster("").await["fenced_writes"].as_u64().unwrap_or(0) >= 2 },
@@ -469,16 +222,16 @@ async fn a_graceful_stop_hands_leases_over_without_waiting_for_them_to_expire() 
     let slow = "lease_ttl = \"60s\"\nrenew_every = \"1s\"";
     let (sink, _) = sink().await;
     let one = Node::start(&url, "node-1", slow).await;
-    integrations(&db, &one, 10, &sink).await;
+    integrations(&db.store, &one, 10, &sink).await;
     let two = Node::start(&url, "node-2", slow).await;
-    until("two nodes share them", Duration::from_secs(20), || async {
+    within("two nodes share them", Duration::from_secs(20), || async {
         let held = leases(&two).await;
         held.len() == 2 && held.values().all(|n| *n >= 4)
     })
     .await;
     // A data key rotated on node-1 is the one node-2 encrypts with next, even right
     // after node-2 encrypted with the old one.
-    integrations(&db, &two, 1, &sink).await;
+    integrations(&db.store, &two, 1, &sink).await;
     let rotated: Value = reqwest::Client::new()
         .post(format!("http://{}/admin/vault/rotate", one.admin))
         .send()
@@ -488,7 +241,7 @@ async fn a_graceful_stop_hands_leases_over_without_waiting_for_them_to_expire() 
         .await
         .unwrap();
     let new_key = rotated["new_key_id"].as_str().unwrap().to_string();
-    let fresh = integrations(&db, &two, 1, &sink).await.remove(0);
+    let fresh = integrations(&db.store, &two, 1, &sink).await.remove(0);
     let key_ids: Vec<String> = switchboard::store::integrations::credentials(
         &db.store,
         &switchboard::store::integrations::find_live(&db.store, &fresh.id)
@@ -516,7 +269,7 @@ async fn a_graceful_stop_hands_leases_over_without_waiting_for_them_to_expire() 
         .expect("stops in time")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    until(
+    within(
         "node-2 holds all twelve",
         Duration::from_secs(15),
         || async {
@@ -572,7 +325,7 @@ async fn socket_mode_keeps_flowing_while_a_node_dies_and_a_node_over_slacks_limi
         if n == 50 {
             one.child.start_kill().unwrap();
             one.child.wait().await.unwrap();
-            until(
+            within(
                 "Slack sees node-1's connection gone",
                 Duration::from_secs(10),
                 || async { slack.open_connections().len() == 1 },
@@ -615,7 +368,7 @@ async fn socket_mode_keeps_flowing_while_a_node_dies_and_a_node_over_slacks_limi
     // Slack's limit reached: a node refused says so, and keeps asking.
     *slack.state.max_connections.lock().unwrap() = Some(1);
     let three = Node::start_with(&url, "node-3", fast, &section).await;
-    until("node-3 is refused", Duration::from_secs(10), || async {
+    within("node-3 is refused", Duration::from_secs(10), || async {
         socket_health(&three).await["details"]["state"] == "too_many_websockets"
     })
     .await;

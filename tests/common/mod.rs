@@ -12,6 +12,7 @@ pub mod fake_pagerduty;
 pub mod fake_slack;
 pub mod feed;
 pub mod memory_credentials;
+pub mod nodes;
 pub mod test_connector;
 pub mod webhooks;
 
