@@ -208,8 +208,11 @@ impl Cluster {
 }
 
 pub enum KeeperMsg {
-    /// Heartbeat, renew, rebalance.
+    /// Heartbeat, renew, rebalance; then the next one in `renew_every`.
     Tick,
+    /// Another node handed leases back or the integrations changed: a round now,
+    /// outside the schedule.
+    Nudge,
     Observe(RpcReplyPort<HealthReport>),
 }
 
@@ -394,7 +397,7 @@ impl Actor for LeaseKeeper {
         state: &mut KeeperState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            KeeperMsg::Tick => {
+            KeeperMsg::Tick | KeeperMsg::Nudge => {
                 match state.tick().await {
                     Ok(()) => state.last_error = None,
                     Err(error) => {
@@ -404,7 +407,9 @@ impl Actor for LeaseKeeper {
                         state.last_error = Some(error);
                     }
                 }
-                myself.send_after(state.args.cluster.renew_every, || KeeperMsg::Tick);
+                if matches!(message, KeeperMsg::Tick) {
+                    myself.send_after(state.args.cluster.renew_every, || KeeperMsg::Tick);
+                }
             }
             KeeperMsg::Observe(reply) => {
                 let cluster = &state.args.cluster;
@@ -499,7 +504,7 @@ async fn listen(store: Store, keeper: ActorRef<KeeperMsg>, tree: Arc<OnceLock<We
         let mut notifications = std::pin::pin!(notifications);
         while let Some(Ok(notification)) = notifications.next().await {
             if notification.channel == LEASES_CHANNEL {
-                let _ = keeper.send_message(KeeperMsg::Tick);
+                let _ = keeper.send_message(KeeperMsg::Nudge);
             } else if notification.channel == CONTROL_CHANNEL
                 && notification.payload == ROUTES_CHANGED
             {

@@ -549,6 +549,13 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             problems.extend(cluster.problems(self.database.url.expose()));
+            if self.vault.master_key.is_none() {
+                problems.push(Problem::new(
+                    "vault.master_key",
+                    "required in cluster mode: every node must unwrap the same data keys \
+                     (a key generated into one node's data directory is that node's alone)",
+                ));
+            }
         }
         // Each connector's section and each route's action settings are checked by
         // their owners: `connectors::check`.
@@ -781,6 +788,31 @@ mod tests {
         let config = Config::parse(EMBEDDED_DEFAULT, Path::new("."), &env).unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:18080");
         assert_eq!(config.database.url.expose(), "postgres://sb@db/sb");
+    }
+
+    #[test]
+    fn cluster_mode_needs_postgresql_a_shared_master_key_and_a_renewal_inside_the_lease() {
+        assert_eq!(
+            problems("[cluster]\nlease_ttl = \"3s\"\nrenew_every = \"3s\""),
+            [
+                "cluster: cluster mode needs a PostgreSQL store (database.url = \"postgres://...\"): \
+                 the nodes coordinate through it, and a SQLite file belongs to one node",
+                "cluster.renew_every: must be longer than zero and shorter than lease_ttl (3s)",
+                "vault.master_key: required in cluster mode: every node must unwrap the same data \
+                 keys (a key generated into one node's data directory is that node's alone)",
+            ]
+        );
+        let config = parse(
+            "[database]\nurl = \"postgres://sb@db/sb\"\n[vault]\nmaster_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n[cluster]\n",
+        )
+        .expect("valid");
+        let cluster = config.cluster.expect("on");
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(15));
+        assert_eq!(cluster.renew_every(), Duration::from_secs(5));
+        assert!(
+            parse("").unwrap().cluster.is_none(),
+            "off unless configured"
+        );
     }
 
     #[test]
