@@ -382,3 +382,88 @@ async fn socket_mode_keeps_flowing_while_a_node_dies_and_a_node_over_slacks_limi
     );
     drop((two, three));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_are_carried_to_the_owner_and_a_revocation_stops_the_actor_where_it_runs() {
+    switchboard::install_crypto_provider();
+    let db = TestDb::new(Db::Postgres).await.expect("database");
+    let url = url_of(&db);
+    let fast = "lease_ttl = \"3s\"\nrenew_every = \"1s\"";
+    let (sink, _) = sink().await;
+    let one = Node::start(&url, "node-1", fast).await;
+    let two = Node::start(&url, "node-2", fast).await;
+    let hooks = integrations(&db.store, &one, 4, &sink).await;
+    within("two nodes share them", Duration::from_secs(20), || async {
+        let held = leases(&one).await;
+        held.len() == 2 && held.values().all(|n| *n == 2)
+    })
+    .await;
+    // One that node-2 runs, asked of node-1.
+    let mut theirs = None;
+    for hook in &hooks {
+        let owner = one.cluster(&format!("?integration_id={}", hook.id)).await;
+        if owner["owner"]["node_id"] == "node-2" {
+            theirs = Some(hook.clone());
+        }
+    }
+    let theirs = theirs.expect("node-2 runs one");
+    let http = reqwest::Client::new();
+    let carried = http
+        .post(format!(
+            "http://{}/admin/integrations/{}/restart",
+            one.admin, theirs.id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(carried.status(), 202);
+    let carried: Value = carried.json().await.unwrap();
+    assert_eq!(carried["carried_to"], "node-2");
+    let actor = format!("integration:{}", theirs.id);
+    within("node-2 restarted it", Duration::from_secs(10), || async {
+        let tree: Value = reqwest::get(format!("http://{}/admin/connectors/webhook", two.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tree["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == actor.as_str() && c["manual_restarts"] == 1)
+    })
+    .await;
+
+    // Revoked through node-1: node-2 stops its actor and lets the lease go.
+    let revoked = http
+        .post(format!("http://{}/integrations/revoke", one.api))
+        .bearer_auth(&theirs.token)
+        .json(&json!({"integration_id": theirs.id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200, "{:?}", revoked.text().await);
+    within("node-2 stops it", Duration::from_secs(10), || async {
+        let tree: Value = reqwest::get(format!("http://{}/admin/connectors/webhook", two.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        !tree["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == actor.as_str())
+    })
+    .await;
+    let owner = reqwest::get(format!(
+        "http://{}/admin/cluster?integration_id={}",
+        one.admin, theirs.id
+    ))
+    .await
+    .unwrap();
+    assert_eq!(owner.status(), 404, "no lease for a revoked integration");
+    drop((one, two));
+}

@@ -140,6 +140,8 @@ where
 /// A generic webhook integration: where to send and how to sign.
 #[derive(Clone)]
 pub struct Hook {
+    /// The organization's API token.
+    pub token: String,
     pub id: String,
     pub path: String,
     pub secret: Secret,
@@ -187,6 +189,7 @@ pub async fn integrations(store: &Store, node: &Node, count: usize, sink: &str) 
         .unwrap();
         assert_eq!(route.status(), 201);
         hooks.push(Hook {
+            token: token.expose().clone(),
             id: done["integration"]["id"].as_str().unwrap().to_string(),
             path: done["reveal"]["url"]
                 .as_str()
