@@ -39,8 +39,9 @@ pub const CONTROL_CHANNEL: &str = "switchboard_control";
 pub const ROUTES_CHANGED: &str = "routes";
 /// The keeper's name in the tree.
 pub const KEEPER: &str = "cluster";
-/// Leases a node may hold over its fair share before it hands some back.
-const SLACK: i64 = 1;
+/// Leases a node may hold over its fair share before it hands some back (so that a
+/// node one over does not shed and claim back and forth).
+const LEEWAY: i64 = 1;
 
 /// `[cluster]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,7 +278,7 @@ impl KeeperState {
         let nodes = leases::live_nodes(store).await.map_err(failed)?.len() as i64;
         let share = leases::fair_share(live, nodes.max(1), 0);
         let held = cluster.held() as i64;
-        if held > share + SLACK {
+        if held > share + LEEWAY {
             self.hand_back(usize::try_from(held - share).unwrap_or(0))
                 .await?;
         } else if held < share {

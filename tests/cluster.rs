@@ -66,12 +66,7 @@ async fn leases_spread_a_joiner_takes_a_share_and_a_killed_nodes_integrations_re
     let view = one.cluster("").await;
     assert_eq!(view["mode"], "cluster");
     assert_eq!(view["node_id"], "node-1");
-    let actors: Value = reqwest::get(format!("http://{}/admin/actors", two.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let actors = two.admin_json("/admin/actors").await;
     assert_eq!(
         actors["details"]["node_id"], "node-2",
         "any node says which it is"
@@ -282,19 +277,9 @@ async fn a_graceful_stop_hands_leases_over_without_waiting_for_them_to_expire() 
 
 /// The health of a node's Slack Socket Mode client.
 async fn socket_health(node: &Node) -> Value {
-    let tree: Value = reqwest::get(format!("http://{}/admin/connectors/slack", node.admin))
+    node.actor("slack", "slack:socket")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    tree["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "slack:socket")
-        .cloned()
-        .unwrap_or_else(|| panic!("no slack:socket in {tree}"))
+        .expect("a Socket Mode client")
 }
 
 fn event(event_id: &str) -> Value {
@@ -421,17 +406,9 @@ async fn restarts_are_carried_to_the_owner_and_a_revocation_stops_the_actor_wher
     assert_eq!(carried["carried_to"], "node-2");
     let actor = format!("integration:{}", theirs.id);
     within("node-2 restarted it", Duration::from_secs(10), || async {
-        let tree: Value = reqwest::get(format!("http://{}/admin/connectors/webhook", two.admin))
+        two.actor("webhook", &actor)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        tree["children"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == actor.as_str() && c["manual_restarts"] == 1)
+            .is_some_and(|node| node["manual_restarts"] == 1)
     })
     .await;
 
@@ -445,17 +422,7 @@ async fn restarts_are_carried_to_the_owner_and_a_revocation_stops_the_actor_wher
         .unwrap();
     assert_eq!(revoked.status(), 200, "{:?}", revoked.text().await);
     within("node-2 stops it", Duration::from_secs(10), || async {
-        let tree: Value = reqwest::get(format!("http://{}/admin/connectors/webhook", two.admin))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        !tree["children"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == actor.as_str())
+        two.actor("webhook", &actor).await.is_none()
     })
     .await;
     let owner = reqwest::get(format!(

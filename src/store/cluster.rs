@@ -450,12 +450,12 @@ pub async fn replace_credentials(
 }
 
 /// How many leases a node should hold: its share of the live integrations, rounded
-/// up, plus `slack` (so a node that is a little over does not shed at once).
-pub fn fair_share(integrations: i64, nodes: i64, slack: i64) -> i64 {
+/// up, plus `leeway`.
+pub fn fair_share(integrations: i64, nodes: i64, leeway: i64) -> i64 {
     if nodes <= 0 {
         return integrations;
     }
-    (integrations + nodes - 1) / nodes + slack
+    (integrations + nodes - 1) / nodes + leeway
 }
 
 #[cfg(test)]

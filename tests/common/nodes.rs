@@ -89,12 +89,29 @@ impl Node {
 
     /// `/admin/cluster` as this node answers it.
     pub async fn cluster(&self, query: &str) -> Value {
-        reqwest::get(format!("http://{}/admin/cluster{query}", self.admin))
+        self.admin_json(&format!("/admin/cluster{query}")).await
+    }
+
+    /// A GET on this node's admin endpoint: the JSON answer (null if none).
+    pub async fn admin_json(&self, path: &str) -> Value {
+        reqwest::get(format!("http://{}{path}", self.admin))
             .await
             .unwrap()
             .json()
             .await
-            .unwrap()
+            .unwrap_or(Value::Null)
+    }
+
+    /// The actor named `name` under `connector` on this node, if it runs here.
+    pub async fn actor(&self, connector: &str, name: &str) -> Option<Value> {
+        let tree = self
+            .admin_json(&format!("/admin/connectors/{connector}"))
+            .await;
+        tree["children"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
     }
 
     pub fn pid(&self) -> i32 {
