@@ -201,6 +201,17 @@ async fn a_node_paused_past_its_lease_commits_nothing_when_it_resumes() {
     .await;
     let view = one.cluster("").await;
     assert!(view["leases_lost"].as_u64().unwrap() >= 2, "{view}");
+    let metrics = reqwest::get(format!("http://{}/metrics", one.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fenced = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_cluster_fenced_writes_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(fenced.is_some_and(|n| n >= 2), "{metrics}");
     let done_after = events::list(&db.store, Some("done"), None, 1000)
         .await
         .unwrap()

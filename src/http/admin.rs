@@ -429,6 +429,7 @@ async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
     let text = metrics::render(
         &state.tree.health_with(services_only()).await,
         Some(state.tree.pipeline_metrics()),
+        state.tree.cluster().map(AsRef::as_ref),
     );
     (
         [(

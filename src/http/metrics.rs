@@ -13,10 +13,17 @@ use crate::pipeline::metrics::PipelineMetrics;
 type Labels = Vec<(&'static str, String)>;
 
 /// The text exposition of `tree`, build info and the pipeline's series.
-pub fn render(tree: &HealthReport, pipeline: Option<&PipelineMetrics>) -> String {
+pub fn render(
+    tree: &HealthReport,
+    pipeline: Option<&PipelineMetrics>,
+    cluster: Option<&crate::cluster::Cluster>,
+) -> String {
     let mut registry = Registry::with_prefix("switchboard");
     if let Some(pipeline) = pipeline {
         pipeline.register(&mut registry);
+    }
+    if let Some(cluster) = cluster {
+        register_cluster(&mut registry, cluster);
     }
 
     let build_info = Family::<Labels, Gauge>::default();
@@ -97,6 +104,32 @@ pub fn render(tree: &HealthReport, pipeline: Option<&PipelineMetrics>) -> String
     text
 }
 
+/// Cluster mode: this node's leases, and what it lost or was refused.
+fn register_cluster(registry: &mut Registry, cluster: &crate::cluster::Cluster) {
+    use std::sync::atomic::Ordering;
+    let held = Gauge::<i64>::default();
+    held.set(i64::try_from(cluster.held()).unwrap_or(i64::MAX));
+    registry.register(
+        "cluster_leases_held",
+        "Integration leases this node holds",
+        held,
+    );
+    let lost = Counter::<u64>::default();
+    lost.inc_by(cluster.leases_lost.load(Ordering::Relaxed));
+    registry.register(
+        "cluster_leases_lost",
+        "Leases that expired under this node and moved to another",
+        lost,
+    );
+    let fenced = Counter::<u64>::default();
+    fenced.inc_by(cluster.fenced_writes.load(Ordering::Relaxed));
+    registry.register(
+        "cluster_fenced_writes",
+        "Writes refused because this node's lease had moved on",
+        fenced,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +141,7 @@ mod tests {
         acme.restarts = 3;
         acme.manual_restarts = 1;
         root.children.push(acme);
-        let text = render(&root, Some(&PipelineMetrics::default()));
+        let text = render(&root, Some(&PipelineMetrics::default()), None);
         assert!(text.contains("switchboard_build_info{version=\""), "{text}");
         assert!(text.contains(
             "switchboard_actor_restarts_total{actor=\"connector:acme\",kind=\"connector\",parent=\"root\",cause=\"failure\"} 3"
