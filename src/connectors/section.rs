@@ -85,3 +85,19 @@ pub fn require(problems: &mut Vec<Problem>, key: String, present: bool) {
         problems.push(Problem::new(key, "is required"));
     }
 }
+
+/// A problem at `key` unless `duration` is longer than zero.
+pub fn require_positive(problems: &mut Vec<Problem>, key: String, duration: Duration) {
+    if duration.is_zero() {
+        problems.push(Problem::new(key, "must be longer than zero"));
+    }
+}
+
+/// The config when nothing was found wrong with it, else every problem.
+pub fn checked<T>(config: T, problems: Vec<Problem>) -> Result<T, Vec<Problem>> {
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connectors::section::{Section, require_url};
+use crate::connectors::section::{Section, checked, require_positive, require_url};
 use crate::problem::Problem;
 use crate::secret::Secret;
 
@@ -153,17 +153,12 @@ impl AwsConfig {
                 "must name at least one host pattern",
             ));
         }
-        if config.request_timeout.is_zero() {
-            problems.push(Problem::new(
-                section.key("request_timeout"),
-                "must be longer than zero",
-            ));
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        require_positive(
+            &mut problems,
+            section.key("request_timeout"),
+            config.request_timeout,
+        );
+        checked(config, problems)
     }
 
     /// switchboard's own principal and key, when the `role` flow is configured.

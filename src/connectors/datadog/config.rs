@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connectors::section::{Section, require_url};
+use crate::connectors::section::{Section, checked, require_positive, require_url};
 use crate::problem::Problem;
 
 /// Datadog's sites, in the order keys are tried when a tenant names none, with
@@ -91,17 +91,12 @@ impl DatadogConfig {
                 "must be between 1 and 1000",
             ));
         }
-        if config.request_timeout.is_zero() {
-            problems.push(Problem::new(
-                section.key("request_timeout"),
-                "must be longer than zero",
-            ));
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        require_positive(
+            &mut problems,
+            section.key("request_timeout"),
+            config.request_timeout,
+        );
+        checked(config, problems)
     }
 
     /// Every site with the API base this daemon uses for it, in discovery order.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connectors::section::{Section, require_url};
+use crate::connectors::section::{Section, checked, require_url};
 use crate::problem::Problem;
 
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -99,10 +99,6 @@ impl GcpConfig {
                 "needs at least one issuer",
             ));
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        checked(config, problems)
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connectors::section::{Section, require, require_url};
+use crate::connectors::section::{Section, checked, require, require_url};
 use crate::problem::Problem;
 use crate::secret::Secret;
 
@@ -80,10 +80,6 @@ impl GithubConfig {
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        checked(config, problems)
     }
 }

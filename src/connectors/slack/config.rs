@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connectors::section::{Section, require, require_url};
+use crate::connectors::section::{Section, checked, require, require_url};
 use crate::problem::Problem;
 use crate::secret::Secret;
 
@@ -114,11 +114,7 @@ impl SlackConfig {
         if let Some(url) = &config.agent_url {
             require_url(&mut problems, key("agent_url"), url);
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        checked(config, problems)
     }
 }
 

@@ -56,13 +56,13 @@ fn five_minutes() -> Duration {
 impl WebhookConfig {
     pub fn from_section(section: &Section) -> Result<Self, Vec<Problem>> {
         let config: Self = section.parse()?;
-        if config.timestamp_tolerance.is_zero() {
-            return Err(vec![Problem::new(
-                section.key("timestamp_tolerance"),
-                "must be longer than zero",
-            )]);
-        }
-        Ok(config)
+        let mut problems = Vec::new();
+        super::section::require_positive(
+            &mut problems,
+            section.key("timestamp_tolerance"),
+            config.timestamp_tolerance,
+        );
+        super::section::checked(config, problems)
     }
 }
 
