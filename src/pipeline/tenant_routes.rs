@@ -50,6 +50,14 @@ pub enum RouteError {
     Unavailable(String),
 }
 
+/// Why a stored route could not be prepared.
+enum SpecError {
+    /// Not yet: the vault is loading or the store is away.
+    Transient(String),
+    /// Not as it is stored (its settings, its secret).
+    Unusable(String),
+}
+
 /// A created route and the settings generated for it (shown once).
 pub struct Created {
     pub route: StoredRoute,
@@ -173,8 +181,13 @@ impl TenantRoutes {
             }
             match self.spec(&row).await {
                 Ok(spec) => added.push(spec),
-                // A route whose secret cannot be read now is tried at the next reload.
-                Err(error) => {
+                // The vault is still loading its keys (a daemon just started): the
+                // whole load is tried again soon, and events wait for it meanwhile.
+                Err(SpecError::Transient(error)) => {
+                    return Err(format!("route {} waits for the vault: {error}", row.id));
+                }
+                // A route whose secret cannot be read is tried at the next reload.
+                Err(SpecError::Unusable(error)) => {
                     tracing::warn!(route_id = %row.id, error = %error, "tenant route not loaded");
                 }
             }
@@ -184,30 +197,35 @@ impl TenantRoutes {
     }
 
     /// A stored route, prepared to run.
-    async fn spec(&self, row: &StoredRoute) -> Result<RouteSpec, String> {
-        let mut settings: Settings =
-            serde_json::from_str(&row.settings).map_err(|e| format!("unreadable settings: {e}"))?;
+    async fn spec(&self, row: &StoredRoute) -> Result<RouteSpec, SpecError> {
+        let unusable = SpecError::Unusable;
+        let mut settings: Settings = serde_json::from_str(&row.settings)
+            .map_err(|e| unusable(format!("unreadable settings: {e}")))?;
         if let (Some(ciphertext), Some(key_id)) = (&row.secrets, &row.encryption_key_id) {
             let binding = Binding::new(&row.organization_id, &row.id, SEALED_SETTINGS);
             let sealed = Sealed {
                 key_id: key_id.clone(),
                 ciphertext: ciphertext.clone(),
             };
-            let plaintext = self
-                .vault
-                .decrypt(binding, sealed)
-                .await
-                .map_err(|e| e.to_string())?;
+            let plaintext = self.vault.decrypt(binding, sealed).await.map_err(|e| {
+                if e.is_transient() {
+                    SpecError::Transient(e.to_string())
+                } else {
+                    unusable(e.to_string())
+                }
+            })?;
             let secrets: Settings = serde_json::from_slice(plaintext.expose())
-                .map_err(|e| format!("unreadable secret settings: {e}"))?;
+                .map_err(|e| unusable(format!("unreadable secret settings: {e}")))?;
             settings.extend(secrets);
         }
         let action = routes::prepare(&self.kinds, &row.action, &settings).map_err(|problems| {
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
+            unusable(
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })?;
         Ok(RouteSpec {
             id: Some(row.id.clone()),

@@ -89,7 +89,8 @@ impl From<StoreError> for VaultError {
 }
 
 impl VaultError {
-    fn is_transient(&self) -> bool {
+    /// Whether waiting helps: the vault is still loading, or the store is away.
+    pub fn is_transient(&self) -> bool {
         matches!(
             self,
             VaultError::StoreUnavailable(_) | VaultError::NotReady(_)
