@@ -101,3 +101,24 @@ pub fn checked<T>(config: T, problems: Vec<Problem>) -> Result<T, Vec<Problem>> 
         Err(problems)
     }
 }
+
+/// Defaults the connectors' sections share, for `#[serde(default = "...")]`.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub fn fifteen_seconds() -> Duration {
+        Duration::from_secs(15)
+    }
+
+    pub fn one_minute() -> Duration {
+        Duration::from_secs(60)
+    }
+
+    pub fn one_hour() -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    pub fn hundred() -> u32 {
+        100
+    }
+}

@@ -40,7 +40,10 @@ pub struct AwsConfig {
     pub default_regions: Vec<String>,
     /// How long an assumed role's session lasts (AWS: 15 minutes to 12 hours; the
     /// role's own maximum applies).
-    #[serde(with = "humantime_serde", default = "one_hour")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::one_hour"
+    )]
     pub session_duration: Duration,
     /// Host patterns a `SigningCertURL` and a `SubscribeURL` must match (always
     /// https); `*` is one DNS label.
@@ -50,16 +53,25 @@ pub struct AwsConfig {
     /// system's: a TLS-inspecting proxy's, or a test's.
     pub ca_certificates: Option<PathBuf>,
     /// How far back the first poll of a region reads the alarm history.
-    #[serde(with = "humantime_serde", default = "one_hour")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::one_hour"
+    )]
     pub poll_lookback: Duration,
     /// How far a new sweep reaches back before the last one ended, for history
     /// CloudWatch records late.
-    #[serde(with = "humantime_serde", default = "one_minute")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::one_minute"
+    )]
     pub poll_overlap: Duration,
     /// Items per `DescribeAlarmHistory` page (AWS: at most 100).
-    #[serde(default = "hundred")]
+    #[serde(default = "crate::connectors::section::defaults::hundred")]
     pub poll_page_size: u32,
-    #[serde(with = "humantime_serde", default = "fifteen_seconds")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::fifteen_seconds"
+    )]
     pub request_timeout: Duration,
 }
 
@@ -77,22 +89,6 @@ fn default_regions() -> Vec<String> {
 
 fn sns_hosts() -> Vec<String> {
     SNS_HOSTS.iter().map(ToString::to_string).collect()
-}
-
-fn one_hour() -> Duration {
-    Duration::from_secs(3600)
-}
-
-fn one_minute() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn fifteen_seconds() -> Duration {
-    Duration::from_secs(15)
-}
-
-fn hundred() -> u32 {
-    100
 }
 
 impl AwsConfig {

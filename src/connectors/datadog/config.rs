@@ -37,16 +37,25 @@ pub struct DatadogConfig {
     pub poll_lookback: Duration,
     /// How far each sweep reaches back before the end of the last one, for events
     /// Datadog indexes late; what is read twice is dropped as a duplicate.
-    #[serde(with = "humantime_serde", default = "one_minute")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::one_minute"
+    )]
     pub poll_overlap: Duration,
     /// Events per page (Datadog allows up to 1000).
-    #[serde(default = "hundred")]
+    #[serde(default = "crate::connectors::section::defaults::hundred")]
     pub poll_page_size: u32,
-    #[serde(with = "humantime_serde", default = "fifteen_seconds")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::fifteen_seconds"
+    )]
     pub request_timeout: Duration,
     /// The longest a route action waits for Datadog's rate limit to reset before it
     /// gives up this attempt (the event is retried later).
-    #[serde(with = "humantime_serde", default = "one_minute")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::one_minute"
+    )]
     pub max_rate_limit_wait: Duration,
 }
 
@@ -56,18 +65,6 @@ fn alerts_only() -> String {
 
 fn ten_minutes() -> Duration {
     Duration::from_secs(600)
-}
-
-fn one_minute() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn fifteen_seconds() -> Duration {
-    Duration::from_secs(15)
-}
-
-fn hundred() -> u32 {
-    100
 }
 
 impl DatadogConfig {

@@ -34,9 +34,15 @@ pub struct GcpConfig {
     pub scopes: Vec<String>,
     /// The least time between two fetches of Google's keys when a token names a key
     /// that is not cached (a token signed with a made-up `kid` costs no fetch).
-    #[serde(with = "humantime_serde", default = "one_minute")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::one_minute"
+    )]
     pub jwks_refetch_interval: Duration,
-    #[serde(with = "humantime_serde", default = "fifteen_seconds")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::fifteen_seconds"
+    )]
     pub request_timeout: Duration,
 }
 
@@ -65,14 +71,6 @@ fn issuers() -> Vec<String> {
 
 fn scopes() -> Vec<String> {
     vec![CLOUD_PLATFORM.into()]
-}
-
-fn one_minute() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn fifteen_seconds() -> Duration {
-    Duration::from_secs(15)
 }
 
 impl GcpConfig {

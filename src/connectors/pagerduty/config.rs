@@ -65,10 +65,16 @@ pub struct PagerDutyConfig {
     /// Requests per minute per integration (PagerDuty: 960 per key or user token).
     #[serde(default = "per_minute")]
     pub requests_per_minute: u32,
-    #[serde(with = "humantime_serde", default = "fifteen_seconds")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::fifteen_seconds"
+    )]
     pub request_timeout: Duration,
     /// The longest a request waits for a rate limit before it gives up this attempt.
-    #[serde(with = "humantime_serde", default = "one_minute")]
+    #[serde(
+        with = "humantime_serde",
+        default = "crate::connectors::section::defaults::one_minute"
+    )]
     pub max_rate_limit_wait: Duration,
 }
 
@@ -86,14 +92,6 @@ fn incident_events() -> Vec<String> {
 
 fn per_minute() -> u32 {
     960
-}
-
-fn fifteen_seconds() -> Duration {
-    Duration::from_secs(15)
-}
-
-fn one_minute() -> Duration {
-    Duration::from_secs(60)
 }
 
 impl PagerDutyConfig {
