@@ -266,6 +266,22 @@ impl KeeperState {
             .filter(|(id, (_, epoch))| still.get(id.as_str()) != Some(epoch))
             .map(|(id, (connector, _))| (id.clone(), connector.clone()))
             .collect();
+        // Held in the store but not known here: this node id's previous process
+        // (restarted before its leases expired), or a claim whose start failed. They
+        // are handed back and claimed again, under a new epoch.
+        let unknown: Vec<String> = {
+            let held = crate::lock(&cluster.held);
+            renewed
+                .iter()
+                .filter(|l| !held.contains_key(&l.integration_id))
+                .map(|l| l.integration_id.clone())
+                .collect()
+        };
+        if !unknown.is_empty() {
+            leases::release(store, node, &unknown)
+                .await
+                .map_err(failed)?;
+        }
         let tree = self.tree();
         for (id, connector) in &lost {
             crate::lock(&cluster.held).remove(id);
@@ -305,7 +321,10 @@ impl KeeperState {
         for lease in claimed {
             let found = integrations::find_live(&cluster.store, &lease.integration_id).await;
             let Ok(Some(integration)) = found else {
-                // Revoked meanwhile: its lease row goes at the next sync.
+                // Revoked meanwhile (its row goes at the next sync), or unreadable
+                // now: not held without an actor.
+                let _ = leases::release(&cluster.store, &cluster.node_id, &[lease.integration_id])
+                    .await;
                 continue;
             };
             let expires_at = integrations::credentials_expiry(&cluster.store, &integration.id)

@@ -445,3 +445,39 @@ async fn restarts_are_carried_to_the_owner_and_a_revocation_stops_the_actor_wher
     assert_eq!(owner.status(), 404, "no lease for a revoked integration");
     drop((one, two));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_restarted_under_the_same_id_runs_its_integrations_again_at_once() {
+    switchboard::install_crypto_provider();
+    let db = TestDb::new(Db::Postgres).await.expect("database");
+    let url = url_of(&db);
+    // Leases that would outlive the restart by far.
+    let slow = "lease_ttl = \"60s\"\nrenew_every = \"500ms\"";
+    let (sink, _) = sink().await;
+    let mut first = Node::start(&url, "node-1", slow).await;
+    let hooks = integrations(&db.store, &first, 3, &sink).await;
+    within(
+        "node-1 holds all three",
+        Duration::from_secs(20),
+        || async { first.cluster("").await["leases_held"] == 3 },
+    )
+    .await;
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+
+    // The same node id comes back: the leases still in its name are handed back and
+    // claimed again under a new epoch, and its actors run.
+    let again = Node::start(&url, "node-1", slow).await;
+    within(
+        "node-1 runs all three again",
+        Duration::from_secs(20),
+        || async { again.cluster("").await["leases_held"] == 3 },
+    )
+    .await;
+    let owner = again
+        .cluster(&format!("?integration_id={}", hooks[0].id))
+        .await;
+    assert!(owner["owner"]["epoch"].as_i64().unwrap() >= 2, "{owner}");
+    let actor = format!("integration:{}", hooks[0].id);
+    assert!(again.actor("webhook", &actor).await.is_some());
+}
