@@ -340,11 +340,7 @@ pub async fn mark_done(
     conn.transaction::<_, StoreError, _>(async |conn| {
         ensure_held(conn, integration_id, fence).await?;
         diesel::update(events::table.filter(events::id.eq_any(ids)))
-            .set((
-                events::status.eq(super::events::DONE),
-                events::processed_at.eq(at),
-                events::next_attempt_at.eq(None::<NaiveDateTime>),
-            ))
+            .set(super::events::done_changes(at))
             .execute(conn)
             .await?;
         Ok(())
@@ -363,23 +359,16 @@ pub async fn mark_failed(
     error: &str,
     next_attempt_at: Option<NaiveDateTime>,
 ) -> Result<(), StoreError> {
-    use super::events::{DEAD, PENDING};
     use super::schema::events;
-    use diesel::{ExpressionMethods, QueryDsl};
-    let status = if next_attempt_at.is_some() {
-        PENDING
-    } else {
-        DEAD
-    };
+    use diesel::QueryDsl;
     let mut conn = connection(store).await?;
     conn.transaction::<_, StoreError, _>(async |conn| {
         ensure_held(conn, integration_id, fence).await?;
         diesel::update(events::table.find(id))
-            .set((
-                events::status.eq(status),
-                events::attempts.eq(attempts),
-                events::last_error.eq(error),
-                events::next_attempt_at.eq(next_attempt_at),
+            .set(super::events::failed_changes(
+                attempts,
+                error,
+                next_attempt_at,
             ))
             .execute(conn)
             .await?;

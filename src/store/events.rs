@@ -202,11 +202,8 @@ pub fn write_batch(
         }
         // On PostgreSQL the group commit's own statement does this.
         for ids in done.chunks(DONE_CHUNK) {
-            let processed = diesel::update(events::table.filter(events::id.eq_any(ids))).set((
-                events::status.eq(DONE),
-                events::processed_at.eq(at),
-                events::next_attempt_at.eq(None::<NaiveDateTime>),
-            ));
+            let processed =
+                diesel::update(events::table.filter(events::id.eq_any(ids))).set(done_changes(at));
             Sync::execute(processed, conn)?;
         }
         Ok(stored)
@@ -318,6 +315,50 @@ pub async fn pending(
     Ok(found)
 }
 
+/// The columns a processed event changes.
+pub(crate) type DoneChanges = (
+    diesel::dsl::Eq<events::status, &'static str>,
+    diesel::dsl::Eq<events::processed_at, NaiveDateTime>,
+    diesel::dsl::Eq<events::next_attempt_at, Option<NaiveDateTime>>,
+);
+
+/// The columns a failed attempt changes.
+pub(crate) type FailedChanges<'a> = (
+    diesel::dsl::Eq<events::status, &'static str>,
+    diesel::dsl::Eq<events::attempts, i32>,
+    diesel::dsl::Eq<events::last_error, &'a str>,
+    diesel::dsl::Eq<events::next_attempt_at, Option<NaiveDateTime>>,
+);
+
+/// What marks an event processed at `at` (the inbox's group commit on SQLite and
+/// cluster mode's fenced write share it).
+pub(crate) fn done_changes(at: NaiveDateTime) -> DoneChanges {
+    (
+        events::status.eq(DONE),
+        events::processed_at.eq(at),
+        events::next_attempt_at.eq(None::<NaiveDateTime>),
+    )
+}
+
+/// What records a failed attempt: a retry at `next_attempt_at`, or `dead` without one.
+pub(crate) fn failed_changes(
+    attempts: i32,
+    error: &str,
+    next_attempt_at: Option<NaiveDateTime>,
+) -> FailedChanges<'_> {
+    let status = if next_attempt_at.is_some() {
+        PENDING
+    } else {
+        DEAD
+    };
+    (
+        events::status.eq(status),
+        events::attempts.eq(attempts),
+        events::last_error.eq(error),
+        events::next_attempt_at.eq(next_attempt_at),
+    )
+}
+
 /// Records a failed attempt: retried at `next_attempt_at`, or `dead` when `None`.
 pub async fn mark_failed(
     store: &Store,
@@ -326,19 +367,9 @@ pub async fn mark_failed(
     error: &str,
     next_attempt_at: Option<NaiveDateTime>,
 ) -> Result<(), StoreError> {
-    let status = if next_attempt_at.is_some() {
-        PENDING
-    } else {
-        DEAD
-    };
     with_conn!(store, |conn| {
         diesel::update(events::table.find(id))
-            .set((
-                events::status.eq(status),
-                events::attempts.eq(attempts),
-                events::last_error.eq(error),
-                events::next_attempt_at.eq(next_attempt_at),
-            ))
+            .set(failed_changes(attempts, error, next_attempt_at))
             .execute(conn)
             .await
     })?;
