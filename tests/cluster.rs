@@ -481,3 +481,41 @@ async fn a_node_restarted_under_the_same_id_runs_its_integrations_again_at_once(
     let actor = format!("integration:{}", hooks[0].id);
     assert!(again.actor("webhook", &actor).await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_stored_on_one_node_is_processed_at_once_by_the_node_that_runs_it() {
+    switchboard::install_crypto_provider();
+    let db = TestDb::new(Db::Postgres).await.expect("database");
+    let url = url_of(&db);
+    // Rounds (and their sweep of every local actor) 50 s apart: only the owner's
+    // NOTIFY can make the event go within seconds.
+    let slow = "lease_ttl = \"150s\"\nrenew_every = \"50s\"";
+    let (sink, received) = sink().await;
+    let one = Node::start(&url, "node-1", slow).await;
+    let two = Node::start(&url, "node-2", slow).await;
+    let hooks = integrations(&db.store, &one, 4, &sink).await;
+    within("two nodes share them", Duration::from_secs(20), || async {
+        let held = leases(&one).await;
+        held.len() == 2 && held.values().all(|n| *n == 2)
+    })
+    .await;
+    let mut theirs = None;
+    for hook in &hooks {
+        let owner = one.cluster(&format!("?integration_id={}", hook.id)).await;
+        if owner["owner"]["node_id"] == "node-2" {
+            theirs = Some(hook.clone());
+        }
+    }
+    let theirs = theirs.expect("node-2 runs one");
+    let acked = pour(std::slice::from_ref(&one.api), &[theirs], 3, "notify").await;
+    assert_eq!(acked.len(), 3);
+    within(
+        "node-2 processes what node-1 stored",
+        Duration::from_secs(5),
+        || async { all_done(&db, &acked).await },
+    )
+    .await;
+    let forwarded: HashSet<String> = received.lock().unwrap().iter().cloned().collect();
+    assert!(acked.is_subset(&forwarded));
+    drop((one, two));
+}
