@@ -100,15 +100,14 @@ async fn run(count: usize) {
         renders.push((rendered, bytes));
     }
     // Opening the connector: its first page of 50.
-    let show = browser
-        .wait_for(".row[data-name='connector:bench'] button[aria-expanded]")
-        .await;
+    let show = ".row[data-name='connector:bench'] button[aria-expanded]";
+    browser.wait_for(show).await;
     let before = browser
         .script("return performance.now()", json!([]))
         .await
         .as_f64()
         .unwrap_or_default();
-    browser.click(&show).await;
+    browser.click_on(show).await;
     let opened = until_value(
         &browser,
         "return document.querySelectorAll('.children .row').length >= 50 ? performance.now() : null",

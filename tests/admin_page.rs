@@ -57,8 +57,7 @@ async fn sign_in(browser: &Browser, daemon: &TestDaemon, token: &str) {
     browser.goto(&daemon.admin_url("/")).await;
     let field = browser.wait_for("#token").await;
     browser.type_into(&field, token).await;
-    let open = browser.wait_for("#token-form button[type=submit]").await;
-    browser.click(&open).await;
+    browser.click_on("#token-form button[type=submit]").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,17 +112,17 @@ async fn the_page_asks_for_the_token_shows_the_tree_and_restarts_an_integration(
     assert!(std::fs::metadata(&picture).unwrap().len() > 1000);
 
     // Open the connector, restart the integration from its row.
-    let show = browser
-        .wait_for(".row[data-name='connector:webhook'] button[aria-expanded]")
+    browser
+        .click_on(".row[data-name='connector:webhook'] button[aria-expanded]")
         .await;
-    browser.click(&show).await;
     let row = format!(".row[data-name='integration:{id}']");
     browser.wait_for(&row).await;
     let before = actor_id(&daemon, &id).await;
     assert!(!before.is_empty());
-    let restart = browser.wait_for(&format!("{row} .actions button")).await;
-    assert_eq!(browser.text(&restart).await, "Restart");
-    browser.click(&restart).await;
+    let restart = format!("{row} .actions button:nth-child(1)");
+    let label = browser.wait_for_text(&restart, "Restart").await;
+    assert_eq!(label, "Restart");
+    browser.click_on(&restart).await;
     browser.accept_dialog().await;
     browser
         .wait_for_text("#notice", &format!("Integration {id} restarted: running"))
@@ -132,18 +131,16 @@ async fn the_page_asks_for_the_token_shows_the_tree_and_restarts_an_integration(
     assert_ne!(before, after, "a new actor");
 
     // Validate from the page: the outcome is shown.
-    let validate = browser
-        .wait_for(&format!("{row} .actions button:nth-child(2)"))
+    browser
+        .click_on(&format!("{row} .actions button:nth-child(2)"))
         .await;
-    browser.click(&validate).await;
     browser.accept_dialog().await;
     browser
         .wait_for_text("#notice", &format!("Integration {id} is valid."))
         .await;
 
     // The vault: its keys and what they protect.
-    let vault = browser.wait_for("#tabs [data-view='vault']").await;
-    browser.click(&vault).await;
+    browser.click_on("#tabs [data-view='vault']").await;
     let shown = browser.wait_for_text("#vault", "active key").await;
     assert!(
         shown.contains("ready") || shown.contains("active"),
@@ -225,8 +222,7 @@ async fn a_dead_event_is_replayed_from_the_page_and_hostile_text_stays_text() {
     // Search by the provider account: the markup is shown as text.
     let search = browser.wait_for("#search").await;
     browser.type_into(&search, "onerror").await;
-    let submit = browser.wait_for("#search-form button[type=submit]").await;
-    browser.click(&submit).await;
+    browser.click_on("#search-form button[type=submit]").await;
     let found = browser
         .wait_for_text("#search-results", "1 integration found")
         .await;
@@ -237,15 +233,13 @@ async fn a_dead_event_is_replayed_from_the_page_and_hostile_text_stays_text() {
     );
 
     // The events view: the dead event, its payload as text, replayed.
-    let tab = browser.wait_for("#tabs [data-view='events']").await;
-    browser.click(&tab).await;
+    browser.click_on("#tabs [data-view='events']").await;
     let status = browser.wait_for("#event-status").await;
     browser.type_into(&status, "dead").await;
-    let filter = browser.wait_for("#event-filters button[type=submit]").await;
-    browser.click(&filter).await;
-    let event_row = browser.wait_for(&format!("tr[data-id='{event_id}']")).await;
-    assert!(browser.text(&event_row).await.contains("dead"));
-    browser.click(&event_row).await;
+    browser.click_on("#event-filters button[type=submit]").await;
+    let event_row = format!("tr[data-id='{event_id}']");
+    browser.wait_for_text(&event_row, "dead").await;
+    browser.click_on(&event_row).await;
     let shown = browser
         .wait_for_text("#payload", "window.__xss='payload'")
         .await;
@@ -259,8 +253,7 @@ async fn a_dead_event_is_replayed_from_the_page_and_hostile_text_stays_text() {
         "no script of the daemon's data ran"
     );
 
-    let replay = browser.wait_for("#replay").await;
-    browser.click(&replay).await;
+    browser.click_on("#replay").await;
     browser.accept_dialog().await;
     browser.wait_for_text("#notice", "replayed").await;
     let mut status = String::new();

@@ -201,9 +201,24 @@ impl Browser {
             .to_string()
     }
 
-    pub async fn click(&self, element: &str) {
-        self.post(&format!("/element/{element}/click"), json!({}))
-            .await;
+    /// Clicks the first displayed element matching `css`, looking it up again when the page
+    /// re-rendered it between the lookup and the click (the admin page redraws its tree every
+    /// few seconds and after each action, which makes an element id stale).
+    pub async fn click_on(&self, css: &str) {
+        for _ in 0..20 {
+            let element = self.wait_for(css).await;
+            let answer = self
+                .post(&format!("/element/{element}/click"), json!({}))
+                .await;
+            match answer.get("error").and_then(Value::as_str) {
+                None => return,
+                Some("stale element reference") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some(_) => panic!("click on {css} refused: {answer}"),
+            }
+        }
+        panic!("{css} was redrawn under every click");
     }
 
     pub async fn type_into(&self, element: &str, text: &str) {
